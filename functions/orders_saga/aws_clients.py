@@ -1,0 +1,65 @@
+"""The one place AWS clients are built: explicit timeouts and retry budget (F03, F07).
+
+Clients are created lazily on first use and cached for the life of the execution environment
+(F04): importing a handler makes no client and no network call.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from orders_saga.config import aws_client_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+
+@cache
+def botocore_config() -> Config:
+    settings = aws_client_settings()
+    # "standard" mode retries throttling and transient errors with jittered backoff; the
+    # attempt count is bounded here because Step Functions and SQS own the outer retries (F03).
+    return Config(
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+        tcp_keepalive=True,
+    )
+
+
+@cache
+def _client(service: str) -> Any:
+    return boto3.session.Session().client(service, config=botocore_config())  # type: ignore[call-overload]
+
+
+def dynamodb() -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb")
+    return client
+
+
+def sqs() -> SQSClient:
+    client: SQSClient = _client("sqs")
+    return client
+
+
+def stepfunctions() -> SFNClient:
+    client: SFNClient = _client("stepfunctions")
+    return client
+
+
+def secretsmanager() -> SecretsManagerClient:
+    client: SecretsManagerClient = _client("secretsmanager")
+    return client
+
+
+def rds() -> RDSClient:
+    client: RDSClient = _client("rds")
+    return client

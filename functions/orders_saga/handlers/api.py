@@ -1,0 +1,146 @@
+"""Lambda entry point for the REST API: thin routes over logic/place_order.py (F01, F11).
+
+The gateway already checked the token, the required header and the body model; the function
+checks again with pydantic because it must never trust its caller, and answers every bad
+input with a 4xx and a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import TypeAdapter, ValidationError
+
+from orders_saga.adapters import orders_repository
+from orders_saga.adapters.database import database
+from orders_saga.errors import TransientError
+from orders_saga.logic import place_order
+from orders_saga.logic.order_identity import is_order_id
+from orders_saga.models import IdempotencyKey, PlaceOrderRequest
+from orders_saga.observability import bind_order, logger, metrics, tracer
+
+# API Gateway refuses bodies over 10 MB; a real order is well under 8 KB (F11, F21).
+MAX_BODY_BYTES = 16 * 1024
+
+app = APIGatewayRestResolver()
+_key_adapter: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+
+
+def _error(status: HTTPStatus, message: str, reason: Any = None, **headers: str) -> Response[str]:
+    body: dict[str, Any] = {"message": message}
+    if reason is not None:
+        body["reason"] = reason
+    return Response(
+        status_code=status.value,
+        content_type="application/json",
+        body=json.dumps(body, default=str),
+        headers=headers or None,
+    )
+
+
+def _customer_id() -> str | None:
+    claims = app.current_event.request_context.authorizer.claims or {}
+    sub = claims.get("sub")
+    return str(sub) if sub else None
+
+
+@app.post("/orders")
+@tracer.capture_method
+def post_order() -> Response[str]:
+    customer_id = _customer_id()
+    if customer_id is None:
+        return _error(HTTPStatus.UNAUTHORIZED, "Unauthorized")
+    raw_key = app.current_event.get_header_value("Idempotency-Key") or ""
+    try:
+        key = _key_adapter.validate_python(raw_key)
+    except ValidationError:
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "Invalid request",
+            "Idempotency-Key header is required: 8-64 characters of A-Z a-z 0-9 _ -",
+        )
+    body = app.current_event.body or ""
+    if len(body.encode()) > MAX_BODY_BYTES:
+        return _error(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "Request body too large",
+            f"max {MAX_BODY_BYTES} bytes",
+        )
+    try:
+        request = PlaceOrderRequest.model_validate_json(body)
+    except ValidationError as error:
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "Invalid request body",
+            error.errors(include_url=False, include_context=False),
+        )
+    try:
+        accepted = place_order.accept(customer_id, key, request)
+    except IdempotencyValidationError:
+        return _error(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "Idempotency-Key reused with a different request body",
+            "send a new Idempotency-Key for a different order",
+        )
+    except IdempotencyAlreadyInProgressError:
+        return _error(
+            HTTPStatus.CONFLICT,
+            "A request with this Idempotency-Key is in progress",
+            None,
+            **{"Retry-After": "1"},
+        )
+    return Response(
+        status_code=HTTPStatus.ACCEPTED.value,
+        content_type="application/json",
+        body=json.dumps(accepted),
+        headers={"Location": accepted["status_url"]},
+    )
+
+
+@app.get("/orders/<order_id>")
+@tracer.capture_method
+def get_order(order_id: str) -> Response[str]:
+    customer_id = _customer_id()
+    if customer_id is None:
+        return _error(HTTPStatus.UNAUTHORIZED, "Unauthorized")
+    # Another customer's order is indistinguishable from a missing one: 404 either way.
+    if not is_order_id(order_id):
+        return _error(HTTPStatus.NOT_FOUND, "Order not found")
+    bind_order(order_id)
+    view = database().run(
+        lambda conn: orders_repository.get_order_for_customer(conn, order_id, customer_id)
+    )
+    if view is None:
+        return _error(HTTPStatus.NOT_FOUND, "Order not found")
+    return Response(
+        status_code=HTTPStatus.OK.value,
+        content_type="application/json",
+        body=view.model_dump_json(),
+    )
+
+
+@app.exception_handler(TransientError)  # type: ignore[untyped-decorator]
+def transient(error: TransientError) -> Response[str]:
+    logger.warning("dependency unavailable", extra={"error": str(error)})
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "Temporarily unavailable, retry with the same Idempotency-Key",
+        None,
+        **{"Retry-After": "2"},
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    place_order.place_order_idempotency.register_lambda_context(context)
+    return app.resolve(event, context)

@@ -1,0 +1,22 @@
+"""Logger, Tracer and Metrics, built once per execution environment and imported everywhere.
+
+The order id is the correlation id end to end (F13): the API sets it when it derives the id,
+the intake per record, every saga step from its input.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+
+SERVICE = "orders-saga"
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace="OrdersSaga", service=SERVICE)
+
+
+def bind_order(order_id: str) -> None:
+    """Tag every following log line of this invocation with the order id (F13)."""
+    logger.set_correlation_id(order_id)
+    logger.append_keys(order_id=order_id)
+    tracer.put_annotation(key="order_id", value=order_id)
