@@ -21,7 +21,8 @@ CURRENT_SCHEMA_VERSION = "2"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "2" is not a quantity; the gateway model (draft 4) would refuse it too.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class OrderLine(_Strict):

@@ -58,7 +58,7 @@ def post_order() -> Response[str]:
     customer_id = _customer_id()
     if customer_id is None:
         return _error(HTTPStatus.UNAUTHORIZED, "Unauthorized")
-    raw_key = app.current_event.get_header_value("Idempotency-Key") or ""
+    raw_key = app.current_event.headers.get("Idempotency-Key") or ""  # case-insensitive
     try:
         key = _key_adapter.validate_python(raw_key)
     except ValidationError:

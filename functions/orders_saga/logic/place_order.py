@@ -49,7 +49,7 @@ def _accept_once(command: dict[str, Any]) -> dict[str, Any]:
     created = database().run(lambda conn: orders_repository.insert_received_order(conn, order))
     publish_order_accepted(config.orders_queue_url(), OrderAcceptedV2.for_order(order))
     metrics.add_metric(name="OrdersAccepted", unit="Count", value=1)
-    logger.info("order accepted", extra={"created": created})
+    logger.info("order accepted", extra={"new_order": created})
     return {
         "order_id": order.order_id,
         "status": "ACCEPTED",

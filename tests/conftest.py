@@ -1,0 +1,42 @@
+"""Suite-wide set-up: no real AWS, ever; one moto server and one PostgreSQL per session.
+
+The environment is fixed before any function module is imported, because Lambda modules read
+their configuration and build their clients at init, as they do in AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+# Never reach a real account: dummy credentials, a fixed region, no profile.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_SERVICE_NAME": "orders-saga",
+        "POWERTOOLS_METRICS_NAMESPACE": "OrdersSaga",
+        "IDEMPOTENCY_TABLE": "test-idempotency",
+    }
+)
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# The moto server's address is fixed now, before any client exists: function modules build
+# their clients at import, and boto3 reads AWS_ENDPOINT_URL when a client is made.
+MOTO_PORT = free_loopback_port()
+os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{MOTO_PORT}"
+os.environ["MOTO_PORT"] = str(MOTO_PORT)
+
+pytest_plugins = ["tests.fixtures"]
