@@ -1,0 +1,436 @@
+"""Stage settings: the ONE place for every tunable number of the deployed system.
+
+Everything that differs between stages is a field here, so the constructs never ask
+`if stage == ...` (ADR 0001). The module validates itself at import: a stage whose reserved
+concurrency could exhaust the database proxy (F06) or whose retry budget is unbounded (F03)
+cannot be synthesized.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+# F16: runtime and architecture are set here and nowhere else. scripts/bootstrap.sh,
+# infra/bundling.py (pip --python-version) and the tests read LAMBDA_PYTHON_VERSION.
+LAMBDA_PYTHON_VERSION = "3.13"
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+# F16: FUNCTION_UPDATE means runtime patches arrive only with our own deploys, so they go
+# through the tests and (in prod) the canary instead of landing silently under live traffic.
+LAMBDA_RUNTIME_MANAGEMENT = lambda_.RuntimeManagementMode.FUNCTION_UPDATE
+# Platform tags pip resolves wheels for (F16). psycopg-binary 3.3 ships only manylinux_2_28
+# aarch64 wheels, pydantic-core only manylinux2014 ones; the python3.13 runtime (Amazon
+# Linux 2023, glibc 2.34) runs both.
+LAMBDA_PIP_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
+
+# Logical function names of docs/architecture.md.
+FUNCTION_NAMES = (
+    "Api",
+    "Intake",
+    "ReserveInventory",
+    "TakePayment",
+    "ConfirmOrder",
+    "RefundPayment",
+    "ReleaseInventory",
+    "MarkOrderFailed",
+    "Migrate",
+)
+# The functions that open a PostgreSQL connection (docs/architecture.md, "talks to").
+DB_FUNCTIONS = frozenset(FUNCTION_NAMES)  # every function holds one connection (ADR 0004)
+# The saga's Lambda tasks: three forward steps and, in the worst case, three compensations.
+SAGA_STEPS = (
+    "ReserveInventory",
+    "TakePayment",
+    "ConfirmOrder",
+    "RefundPayment",
+    "ReleaseInventory",
+    "MarkOrderFailed",
+)
+
+# SQS: 14 days is the longest retention SQS offers; a DLQ must outlive any weekend (F17).
+DLQ_RETENTION = Duration.days(14)
+# AWS: visibility timeout >= 6 x the consumer's function timeout (+ the batching window), so a
+# message is not redelivered while a slow, throttled or retried batch still holds it (F07).
+VISIBILITY_TIMEOUT_FACTOR = 6
+SFN_MAX_RETRY_ATTEMPTS = 4  # F03: above this a saga step is hammering, not retrying.
+
+
+class ConfigError(ValueError):
+    """A stage configuration violates an invariant; synthesis must stop."""
+
+
+class ConnectionBudgetExceededError(ConfigError):
+    """F06: reserved concurrency could open more connections than the proxy may hold."""
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    memory_mb: int
+    timeout_s: int
+    # F05: every function has reserved concurrency; for DB users it is also the F06 bound.
+    reserved_concurrency: int
+
+    def __post_init__(self) -> None:
+        if not 128 <= self.memory_mb <= 10240:
+            raise ConfigError(f"memory {self.memory_mb} MB outside Lambda limits")
+        if not 1 <= self.timeout_s <= 900:
+            raise ConfigError(f"timeout {self.timeout_s} s outside Lambda limits")
+        if self.reserved_concurrency < 1:
+            raise ConfigError("reserved concurrency must be >= 1 (0 disables the function)")
+
+    @property
+    def timeout(self) -> Duration:
+        return Duration.seconds(self.timeout_s)
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """Step Functions Retry for a saga task (F03): bounded, exponential, full jitter."""
+
+    interval_s: int = 1
+    max_attempts: int = 3  # retries after the first attempt (ASL MaxAttempts)
+    backoff_rate: float = 2.0
+    max_delay_s: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_attempts <= SFN_MAX_RETRY_ATTEMPTS:
+            raise ConfigError(f"max_attempts must be 0..{SFN_MAX_RETRY_ATTEMPTS}")
+        if self.interval_s < 1 or self.backoff_rate < 1.0 or self.max_delay_s < self.interval_s:
+            raise ConfigError(
+                "retry budget must back off: interval >= 1, rate >= 1, cap >= interval"
+            )
+
+    @property
+    def total_attempts(self) -> int:
+        return 1 + self.max_attempts
+
+    def max_delays_s(self) -> tuple[int, ...]:
+        """Upper bound of each wait; JitterStrategy FULL picks uniformly in [0, bound]."""
+        return tuple(
+            min(self.max_delay_s, math.ceil(self.interval_s * self.backoff_rate**n))
+            for n in range(self.max_attempts)
+        )
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    batch_size: int = 10
+    max_batching_window_s: int = 1
+    # F05: bounds the Intake fan-out; >= 2 is the SQS event source minimum.
+    max_concurrency: int = 2
+    # F02: a poison message is tried this many times, then parked in the DLQ.
+    max_receive_count: int = 3
+    retention: Duration = field(default_factory=lambda: Duration.days(4))
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10:
+            raise ConfigError("SQS batch size must be 1..10 (FIFO-compatible, no window math)")
+        if not 2 <= self.max_concurrency <= 1000:
+            raise ConfigError("SQS ESM maximum concurrency must be 2..1000")
+        if not 3 <= self.max_receive_count <= 5:
+            raise ConfigError("maxReceiveCount must be 3..5: enough for transient errors (F02)")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    # F05: stage-wide method throttling, and the usage plan's quota.
+    throttle_rate_limit: int
+    throttle_burst_limit: int
+    quota_limit: int
+    quota_period: apigw.Period
+    # F04: warm environments behind the Api alias; read by the deployment issue.
+    provisioned_concurrency: int
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    # F16: a pinned minor version; auto minor upgrades are off so the deployed engine is the
+    # one in this file (upgrade = change here, test, deploy).
+    engine_full_version: str
+    engine_major_version: str
+    instance_type: str  # without the "db." prefix, as ec2.InstanceType expects
+    # max_connections PostgreSQL derives for the class: LEAST(DBInstanceClassMemory/9531392,
+    # 5000), rounded down conservatively. Check with `SHOW max_connections` after a class change.
+    instance_max_connections: int
+    proxy_max_connections_percent: int
+    proxy_max_idle_connections_percent: int
+    proxy_borrow_timeout_s: int
+    multi_az: bool
+    deletion_protection: bool
+    backup_retention_days: int
+    allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    removal_policy: RemovalPolicy
+    rotation_days: int = 30  # F14
+    database_name: str = "orders"
+    # The role functions log in as through the proxy with an IAM token (created by Migrate).
+    app_user: str = "orders_app"
+    port: int = 5432
+    connect_timeout_s: int = 3  # F07
+    statement_timeout_ms: int = 5000  # F07
+    # F06: one connection per execution environment, reused across invocations.
+    connections_per_env: int = 1
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    max_azs: int
+    nat_gateways: int
+    # Interface endpoints keep SQS/Secrets Manager traffic off the NAT and working through a
+    # NAT outage; they cost per AZ-hour, so only where availability pays for them.
+    interface_endpoints: bool
+    cidr: str = "10.40.0.0/16"
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    api_url: str
+    connect_timeout_s: float = 2.0  # F07
+    read_timeout_s: float = 5.0  # F07
+    breaker_fail_max: int = 5  # F19
+    breaker_reset_s: int = 30  # F19
+
+
+@dataclass(frozen=True)
+class AwsSdkSettings:
+    # F03/F07: botocore bounds; Step Functions owns the retries of saga steps, so the SDK
+    # keeps only its default 3 attempts for throttling inside one invocation.
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 5.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    functions: Mapping[str, FunctionSettings]
+    queue: QueueSettings
+    api: ApiSettings
+    db: DatabaseSettings
+    network: NetworkSettings
+    payment: PaymentSettings
+    retry: RetryBudget
+    # F07: Step Functions TimeoutSeconds per saga task. Longer than the step functions'
+    # own Lambda timeout so the Lambda error (Sandbox.Timedout) is the one normally seen.
+    task_timeout_s: int
+    canary: bool  # F12: CodeDeploy canary (prod) instead of all-at-once
+    log_retention: logs.RetentionDays
+    log_level: str
+    monthly_budget_usd: int  # F05/F22
+    tags: Mapping[str, str]
+    idempotency_ttl_s: int = 24 * 3600  # F01: client retries within a day are deduplicated
+    aws_sdk: AwsSdkSettings = field(default_factory=AwsSdkSettings)
+    # Stateful resources (table, queues, logs) in this stage: DESTROY only where data is
+    # disposable.
+    removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+    service: str = "orders-saga"
+
+    def __post_init__(self) -> None:
+        missing = set(FUNCTION_NAMES) - set(self.functions)
+        if missing:
+            raise ConfigError(f"{self.name}: no FunctionSettings for {sorted(missing)}")
+        intake = self.functions["Intake"]
+        if self.queue.max_concurrency > intake.reserved_concurrency:
+            # F05: above the reserved concurrency the ESM gets throttled and burns receives.
+            raise ConfigError(f"{self.name}: ESM max concurrency exceeds Intake's reservation")
+        if self.api.provisioned_concurrency > self.functions["Api"].reserved_concurrency:
+            raise ConfigError(f"{self.name}: provisioned concurrency exceeds Api's reservation")
+        for step in SAGA_STEPS:
+            if self.functions[step].timeout_s >= self.task_timeout_s:
+                raise ConfigError(f"{self.name}: task timeout must exceed {step}'s timeout")
+        check_connection_budget(self)
+
+    def function(self, logical_name: str) -> FunctionSettings:
+        return self.functions[logical_name]
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    demand: int  # connections the DB-using functions could open at once
+    capacity: int  # connections the proxy may open to the instance
+
+    @property
+    def holds(self) -> bool:
+        return self.demand <= self.capacity
+
+
+def connection_budget(config: StageConfig) -> ConnectionBudget:
+    """F06: worst-case connections vs the proxy's share of the instance's max_connections.
+
+    demand = sum over DB functions of reserved_concurrency x connections_per_env, plus the
+    Api alias' provisioned environments (counted again on purpose: a conservative bound).
+    capacity = floor(instance max_connections x proxy max_connections_percent / 100).
+    """
+    db = config.db
+    demand = sum(
+        config.functions[name].reserved_concurrency * db.connections_per_env
+        for name in sorted(DB_FUNCTIONS)
+    )
+    demand += config.api.provisioned_concurrency * db.connections_per_env
+    capacity = db.instance_max_connections * db.proxy_max_connections_percent // 100
+    return ConnectionBudget(demand=demand, capacity=capacity)
+
+
+def check_connection_budget(config: StageConfig) -> ConnectionBudget:
+    budget = connection_budget(config)
+    if not budget.holds:
+        raise ConnectionBudgetExceededError(
+            f"{config.name}: DB functions may open {budget.demand} connections but the proxy "
+            f"may hold only {budget.capacity} (F06): lower reserved concurrency or grow the DB"
+        )
+    return budget
+
+
+def saga_execution_timeout_s(config: StageConfig) -> int:
+    """F07: worst-case saga duration derived from the retry budget, never guessed.
+
+    The longest path runs all 6 Lambda tasks (3 forward steps fail at the last, then 3
+    compensations), each exhausting its retries. With the default budget and a 15 s task
+    timeout:
+      per task  = attempts x task timeout + sum of max delays
+                = (1 + 3) x 15 s + (1 + 2 + 4) s = 60 s + 7 s = 67 s
+      execution = 6 x 67 s = 402 s
+    (The needs-attention SQS send is a sub-second service call and not counted.)
+    """
+    retry = config.retry
+    per_task = retry.total_attempts * config.task_timeout_s + sum(retry.max_delays_s())
+    return len(SAGA_STEPS) * per_task
+
+
+def saga_execution_timeout(config: StageConfig) -> Duration:
+    return Duration.seconds(saga_execution_timeout_s(config))
+
+
+def _functions(**settings: tuple[int, int, int]) -> Mapping[str, FunctionSettings]:
+    """(memory MB, timeout s, reserved concurrency) per logical name."""
+    return MappingProxyType({name: FunctionSettings(*values) for name, values in settings.items()})
+
+
+def _tags(stage: str) -> Mapping[str, str]:
+    # F18: every resource carries an owner and a cost centre.
+    return MappingProxyType(
+        {
+            "service": "orders-saga",
+            "owner": "orders-team",
+            "stage": stage,
+            "cost-centre": "cc-4711-orders",
+        }
+    )
+
+
+# Memory (F04/F21): 512 MB for the handlers that import pydantic + psycopg + Powertools (init
+# CPU scales with memory); 256 MB for the small ones. Timeouts (F07): the Api answers within
+# API Gateway's 29 s; saga steps are single queries or one provider call (5 s read timeout).
+STAGES: Mapping[str, StageConfig] = MappingProxyType(
+    {
+        "dev": StageConfig(
+            name="dev",
+            functions=_functions(
+                Api=(512, 10, 10),
+                Intake=(256, 30, 4),
+                ReserveInventory=(512, 10, 4),
+                TakePayment=(512, 10, 4),
+                ConfirmOrder=(512, 10, 4),
+                RefundPayment=(512, 10, 2),
+                ReleaseInventory=(512, 10, 2),
+                MarkOrderFailed=(512, 10, 2),
+                Migrate=(512, 120, 1),
+            ),
+            queue=QueueSettings(max_batching_window_s=1, max_concurrency=2),
+            api=ApiSettings(
+                throttle_rate_limit=10,
+                throttle_burst_limit=20,
+                quota_limit=10_000,
+                quota_period=apigw.Period.DAY,
+                provisioned_concurrency=0,
+            ),
+            db=DatabaseSettings(
+                engine_full_version="17.6",
+                engine_major_version="17",
+                instance_type="t4g.small",
+                instance_max_connections=180,
+                proxy_max_connections_percent=50,
+                proxy_max_idle_connections_percent=10,
+                proxy_borrow_timeout_s=5,
+                multi_az=False,
+                deletion_protection=False,
+                backup_retention_days=1,
+                allocated_storage_gb=20,
+                max_allocated_storage_gb=50,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
+            network=NetworkSettings(max_azs=2, nat_gateways=1, interface_endpoints=False),
+            payment=PaymentSettings(api_url="https://sandbox.payments.example.com"),
+            retry=RetryBudget(),
+            task_timeout_s=15,
+            canary=False,
+            log_retention=logs.RetentionDays.TWO_WEEKS,
+            log_level="DEBUG",
+            monthly_budget_usd=75,
+            tags=_tags("dev"),
+            removal_policy=RemovalPolicy.DESTROY,
+        ),
+        "prod": StageConfig(
+            name="prod",
+            functions=_functions(
+                Api=(1024, 10, 100),
+                Intake=(256, 30, 20),
+                ReserveInventory=(512, 10, 50),
+                TakePayment=(512, 10, 50),
+                ConfirmOrder=(512, 10, 50),
+                RefundPayment=(512, 10, 20),
+                ReleaseInventory=(512, 10, 20),
+                MarkOrderFailed=(512, 10, 20),
+                Migrate=(512, 120, 1),
+            ),
+            queue=QueueSettings(max_batching_window_s=2, max_concurrency=10),
+            api=ApiSettings(
+                throttle_rate_limit=100,
+                throttle_burst_limit=200,
+                quota_limit=1_000_000,
+                quota_period=apigw.Period.MONTH,
+                provisioned_concurrency=2,
+            ),
+            db=DatabaseSettings(
+                engine_full_version="17.6",
+                engine_major_version="17",
+                instance_type="r7g.large",
+                instance_max_connections=1600,
+                proxy_max_connections_percent=75,
+                proxy_max_idle_connections_percent=25,
+                proxy_borrow_timeout_s=5,
+                multi_az=True,
+                deletion_protection=True,
+                backup_retention_days=14,
+                allocated_storage_gb=100,
+                max_allocated_storage_gb=500,
+                removal_policy=RemovalPolicy.SNAPSHOT,
+            ),
+            network=NetworkSettings(max_azs=2, nat_gateways=2, interface_endpoints=True),
+            payment=PaymentSettings(api_url="https://api.payments.example.com"),
+            retry=RetryBudget(),
+            task_timeout_s=15,
+            canary=True,
+            log_retention=logs.RetentionDays.THREE_MONTHS,
+            log_level="INFO",
+            monthly_budget_usd=1500,
+            tags=_tags("prod"),
+            removal_policy=RemovalPolicy.RETAIN,
+        ),
+    }
+)
+
+
+def stage_config(name: str) -> StageConfig:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ConfigError(f"unknown stage {name!r}; known: {sorted(STAGES)}") from None

@@ -1,0 +1,202 @@
+"""`OrdersSagaStack`: wires the constructs; every number comes from the StageConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra import guardrails
+from infra.api import Api
+from infra.bundling import code_asset, dependencies_layer
+from infra.config import SAGA_STEPS, StageConfig
+from infra.data import Database
+from infra.functions import FunctionAssets, HardenedFunction
+from infra.idempotency import IdempotencyTable
+from infra.intake import connect_intake
+from infra.nag import acknowledge
+from infra.network import FUNCTION_SUBNETS, Network
+from infra.queues import Queues
+from infra.saga import OrdersSaga, saga_log_settings
+
+UNTAGGABLE = ["AWS::RDS::DBProxyTargetGroup"]
+# Node.js provider functions CDK creates and owns (one invocation per deploy, no traffic).
+CDK_PROVIDERS = {
+    "AWSCDK.TriggerCustomResourceProviderCustomResourceProvider": "runs the Migrate trigger",
+    "Custom::VpcRestrictDefaultSGCustomResourceProvider": "strips the VPC default SG's rules",
+}
+PAYMENT_STEPS = frozenset({"TakePayment", "RefundPayment"})
+# Exactly what Powertools' DynamoDB persistence layer calls (F20: no Scan/Query/Batch*).
+IDEMPOTENCY_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+
+
+class OrdersSagaStack(cdk.Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        for key, value in config.tags.items():  # F18
+            # The DB proxy target group takes no tags (CloudFormation schema, F3002).
+            cdk.Tags.of(self).add(key, value, exclude_resource_types=UNTAGGABLE)
+
+        network = Network(self, "Network", config=config)
+        vpc = network.vpc
+        assets = FunctionAssets(code=code_asset(), layer=dependencies_layer(self, "Deps"))
+        idempotency = IdempotencyTable(self, "Idempotency", config=config)
+        database = Database(self, "Database", config=config, vpc=vpc, assets=assets)
+        queues = Queues(
+            self, "Queues", config=config, intake_timeout=config.function("Intake").timeout
+        )
+        payment_key = secretsmanager.Secret(
+            self,
+            "PaymentApiKey",
+            description="Payment provider API key; the value is set by the operator (runbook)",
+            removal_policy=config.removal_policy,
+        )
+
+        idempotency_env = {
+            "IDEMPOTENCY_TABLE": idempotency.table.table_name,
+            "IDEMPOTENCY_TTL_S": str(config.idempotency_ttl_s),
+        }
+        payment = config.payment
+        payment_env = {
+            "PAYMENT_API_URL": payment.api_url,
+            "PAYMENT_API_KEY_SECRET_ARN": payment_key.secret_arn,
+            "PAYMENT_CONNECT_TIMEOUT_S": str(payment.connect_timeout_s),
+            "PAYMENT_READ_TIMEOUT_S": str(payment.read_timeout_s),
+            "PAYMENT_BREAKER_FAIL_MAX": str(payment.breaker_fail_max),
+            "PAYMENT_BREAKER_RESET_S": str(payment.breaker_reset_s),
+        }
+
+        def db_function(name: str, extra: dict[str, str] | None = None) -> HardenedFunction:
+            fn = HardenedFunction(
+                self,
+                name,
+                config=config,
+                assets=assets,
+                vpc=vpc,
+                vpc_subnets=FUNCTION_SUBNETS,
+                environment={**idempotency_env, **database.environment(), **(extra or {})},
+            )
+            database.grant_connect(fn)
+            idempotency.table.grant(fn.function, *IDEMPOTENCY_ACTIONS)
+            return fn
+
+        # Api: DynamoDB idempotency, PostgreSQL, orders queue.
+        api_fn = db_function("Api", {"ORDERS_QUEUE_URL": queues.orders_queue.queue_url})
+        queues.orders_queue.grant_send_messages(api_fn.function)
+
+        # Intake: records the order row when the message did not come through the API
+        # (ADR 0004), so it is a database user like the steps.
+        intake_fn = db_function("Intake", {"INTAKE_DLQ_URL": queues.orders_dlq.queue_url})
+        queues.orders_dlq.grant_send_messages(intake_fn.function)
+        connect_intake(intake_fn, queues.orders_queue, config=config)
+
+        steps: dict[str, HardenedFunction] = {}
+        for name in SAGA_STEPS:
+            steps[name] = db_function(name, payment_env if name in PAYMENT_STEPS else None)
+            if name in PAYMENT_STEPS:
+                payment_key.grant_read(steps[name].function)
+
+        self.saga = OrdersSaga(
+            self,
+            "Saga",
+            config=config,
+            steps={name: fn.alias for name, fn in steps.items()},
+            needs_attention_queue=queues.needs_attention,
+        )
+        intake_fn.add_environment("STATE_MACHINE_ARN", self.saga.state_machine.state_machine_arn)
+        self.saga.state_machine.grant_start_execution(intake_fn.function)
+
+        self.api = Api(self, "PublicApi", config=config, handler=api_fn.alias)
+
+        guardrails.mark_terminal_queue(
+            queues.needs_attention,
+            "F08: the end of the line for failed compensations; an operator drains it "
+            "(runbook), nothing consumes it automatically",
+        )
+
+        self.functions: dict[str, HardenedFunction] = {
+            "Api": api_fn,
+            "Intake": intake_fn,
+            **steps,
+            "Migrate": database.migrate,
+        }
+        self.network = network
+        self.database = database
+        self.queues = queues
+        self.idempotency = idempotency
+        self.payment_key = payment_key
+
+        self._add_outputs()
+        self._acknowledge_cdk_providers()
+        acknowledge(
+            payment_key,
+            {
+                "AwsSolutions-SMG4": "F14: a third-party API key; only the payment provider can "
+                "issue a new one, so rotation is the manual runbook step, not a Lambda",
+            },
+        )
+        if saga_log_settings(config)[0] != sfn.LogLevel.ALL:
+            acknowledge(
+                self.saga.state_machine,
+                {
+                    "AwsSolutions-SF1": f"{config.name}: execution logs keep ERROR events only; "
+                    "the state carries customer and payment data (infra/saga.py) and X-Ray "
+                    "traces every execution (F13)",
+                },
+            )
+        acknowledge(
+            self.saga.state_machine,
+            {
+                "AwsSolutions-IAM5[Resource::*]": "X-Ray PutTraceSegments/PutTelemetryRecords "
+                "and CloudWatch Logs vended delivery (logs:*LogDelivery*) support no "
+                "resource-level permissions",
+            },
+        )
+
+    def _add_outputs(self) -> None:
+        for name, fn in self.functions.items():
+            cdk.CfnOutput(self, f"{name}FunctionName", value=fn.function.function_name)
+        cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
+        cdk.CfnOutput(self, "UserPoolId", value=self.api.user_pool.user_pool_id)
+        cdk.CfnOutput(self, "UserPoolClientId", value=self.api.client.user_pool_client_id)
+        cdk.CfnOutput(self, "OrdersQueueUrl", value=self.queues.orders_queue.queue_url)
+        cdk.CfnOutput(self, "OrdersDlqUrl", value=self.queues.orders_dlq.queue_url)
+        cdk.CfnOutput(self, "NeedsAttentionQueueUrl", value=self.queues.needs_attention.queue_url)
+        cdk.CfnOutput(self, "StateMachineArn", value=self.saga.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, "IdempotencyTableName", value=self.idempotency.table.table_name)
+
+    def _acknowledge_cdk_providers(self) -> None:
+        for provider_id, purpose in CDK_PROVIDERS.items():
+            provider = self.node.try_find_child(provider_id)
+            handler = provider.node.try_find_child("Handler") if provider else None
+            if handler is None:
+                continue
+            why = f"CDK-owned provider that {purpose}, once per deploy, CloudFormation only"
+            guardrails.acknowledge(
+                handler,
+                {
+                    "F05": f"{why}; CloudFormation calls it serially, it cannot fan out",
+                    "F13": f"{why}; its outcome is the stack event, CDK sets its logging",
+                    "F22": f"{why}; no event source, so no loop to terminate",
+                },
+            )
+
+    @property
+    def aliases(self) -> dict[str, lambda_.IAlias]:
+        return {name: fn.alias for name, fn in self.functions.items()}
+
+    def roles(self) -> dict[str, iam.IRole | None]:
+        return {name: fn.function.role for name, fn in self.functions.items()}
