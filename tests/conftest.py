@@ -22,6 +22,8 @@ os.environ.update(
         "POWERTOOLS_SERVICE_NAME": "orders-saga",
         "POWERTOOLS_METRICS_NAMESPACE": "OrdersSaga",
         "IDEMPOTENCY_TABLE": "test-idempotency",
+        # jsii (CDK) prints a banner per process on Node 20; the pinned toolchain supports it.
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     }
 )
 

@@ -1,0 +1,324 @@
+"""The whole local system in one object: PostgreSQL, the fake payment provider, moto built
+from the synthesized template, a worker pool per function, the SQS mapping and the API.
+
+``LocalStack`` is what ``make demo``, ``make serve`` and the end-to-end tests run. It adds no
+behaviour of its own: it wires the pieces and runs the real Migrate function once, as the CDK
+trigger does on deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from devstack.aws import DEFAULT_PAYMENT_API_KEY, LocalAws, LocalResources
+from devstack.event_source import SqsEventSourcePoller
+from devstack.gateway import LocalApiGateway
+from devstack.lambda_runtime import FunctionPool, Invoker, InvokeResult, LogRecord
+from devstack.payment_provider import PaymentProvider
+from devstack.postgres import LocalPostgres, PostgresSettings
+from devstack.template import CfnTemplate
+
+Say = Callable[[str], None]
+LogSink = Callable[[LogRecord], None]
+
+# The demo catalogue: (sku, name, unit price in cents, units in stock). Seeded by the local
+# run only; a real deployment's catalogue is not part of the migrations.
+DEMO_CATALOGUE: tuple[tuple[str, str, int, int], ...] = (
+    ("SKU-APPLE", "Apple", 120, 500),
+    ("SKU-PEAR", "Pear", 150, 500),
+    ("SKU-COFFEE", "Coffee beans 1 kg", 2450, 200),
+    ("SKU-TEA", "Green tea", 890, 200),
+    ("SKU-LAST-ONE", "Signed first edition", 9900, 1),
+    ("SKU-SOLD-OUT", "Sold-out sneakers", 12000, 0),
+)
+
+
+def _say_stderr(message: str) -> None:
+    print(f"devstack: {message}", file=sys.stderr, flush=True)
+
+
+def _quiet_sink(record: LogRecord) -> None:
+    """Default log sink: keep function logs out of the demo's output, but show errors briefly."""
+    try:
+        line = json.loads(record.line)
+    except ValueError:
+        return
+    if isinstance(line, dict) and line.get("level") == "ERROR":
+        summary = str(line.get("message") or line.get("errorMessage", ""))[:160]
+        print(f"[{record.function_name}] ERROR {summary}", file=sys.stderr, flush=True)
+
+
+class InvocationCounter:
+    """Counts invocations per order and function: the "attempts" column of the report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_order: dict[str, Counter[str]] = {}
+
+    def record(self, function: str, event: Any) -> None:
+        order_id = _order_id_of(event)
+        if order_id is None:
+            return
+        with self._lock:
+            self.by_order.setdefault(order_id, Counter())[function] += 1
+
+    def attempts(self, order_id: str) -> int:
+        with self._lock:
+            return sum(self.by_order.get(order_id, Counter()).values())
+
+
+def _order_id_of(event: Any) -> str | None:
+    if isinstance(event, dict):
+        order = event.get("order")
+        if isinstance(order, dict) and isinstance(order.get("order_id"), str):
+            return str(order["order_id"])
+    return None
+
+
+@dataclass
+class CountingInvoker:
+    """Wraps a function's pool so every invocation is counted per order."""
+
+    function: str
+    inner: Invoker
+    counter: InvocationCounter
+
+    def invoke(self, event: Any, *, invoked_function_arn: str | None = None) -> InvokeResult:
+        self.counter.record(self.function, event)
+        return self.inner.invoke(event, invoked_function_arn=invoked_function_arn)
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        cdk_out: Path = Path("cdk.out"),
+        stack_name: str = "OrdersSaga-dev",
+        pool_size: int = 2,
+        retry_sleep_scale: float = 0.01,
+        catalogue: tuple[tuple[str, str, int, int], ...] = DEMO_CATALOGUE,
+        say: Say = _say_stderr,
+        log_sink: LogSink = _quiet_sink,
+        api_port: int = 0,
+    ) -> None:
+        self.template = CfnTemplate.load(str(cdk_out), stack_name)
+        self.pool_size = pool_size
+        self.retry_sleep_scale = retry_sleep_scale
+        self.catalogue = catalogue
+        self.say = say
+        self.log_sink = log_sink
+        self.api_port = api_port
+        self.counter = InvocationCounter()
+        self._exit = ExitStack()
+        self.postgres: PostgresSettings | None = None
+        self.provider = PaymentProvider(api_key=DEFAULT_PAYMENT_API_KEY)
+        self.aws: LocalAws | None = None
+        self.resources: LocalResources | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.poller: SqsEventSourcePoller | None = None
+        self.gateway: LocalApiGateway | None = None
+
+    # lifecycle
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        started = time.monotonic()
+        pg = self._exit.enter_context(LocalPostgres())
+        self.postgres = pg.settings
+        self.say(f"PostgreSQL on 127.0.0.1:{self.postgres.port} ({pg.startup_seconds:.1f} s)")
+        self._exit.enter_context(self.provider)
+        self.say(f"fake payment provider on {self.provider.base_url}")
+        self.aws = LocalAws(
+            self.template,
+            postgres=self.postgres,
+            payment_api_url=self.provider.base_url,
+            payment_api_key=DEFAULT_PAYMENT_API_KEY,
+            retry_sleep_scale=self.retry_sleep_scale,
+            say=self.say,
+        )
+        self.resources = self._exit.enter_context(self.aws)
+        self._start_functions()
+        self._migrate_and_seed()
+        self._start_intake()
+        self._start_gateway(self.api_port)
+        self.say(f"local stack ready in {time.monotonic() - started:.1f} s")
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
+        for pool in self.pools.values():
+            pool.stop()
+        self.pools = {}
+        self._exit.close()
+
+    # wiring
+
+    def _aws(self) -> tuple[LocalAws, LocalResources]:
+        if self.aws is None or self.resources is None:
+            raise RuntimeError("the local stack is not running; use it as a context manager")
+        return self.aws, self.resources
+
+    def _start_functions(self) -> None:
+        aws, resources = self._aws()
+        for logical_id, fn in resources.functions.items():
+            size = min(self.pool_size, fn.reserved_concurrency or self.pool_size)
+            pool = FunctionPool(fn.config, size=size, log_sink=self.log_sink)
+            self.pools[logical_id] = pool
+            aws.route_lambda(fn.name, CountingInvoker(logical_id, pool, self.counter))
+
+    def invoker(self, handler_module: str) -> Invoker:
+        """The pool of the function whose handler module ends in ``handler_module``."""
+        _, resources = self._aws()
+        fn = resources.function(handler_module)
+        return CountingInvoker(fn.logical_id, self.pools[fn.logical_id], self.counter)
+
+    def _migrate_and_seed(self) -> None:
+        # The deployed stack runs Migrate through a CDK trigger; here we invoke the same
+        # function once, through its worker, before any traffic.
+        result = self.invoker("migrate").invoke({"RequestType": "Create"})
+        if result.errored:
+            raise RuntimeError(f"Migrate failed: {result.payload}")
+        self.say(f"migrations applied: {result.json().get('applied')}")
+        with self.db() as conn:
+            conn.cursor().executemany(
+                "INSERT INTO inventory (sku, name, unit_price_cents, available)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
+                self.catalogue,
+            )
+
+    def _start_intake(self) -> None:
+        _, resources = self._aws()
+        (mapping,) = self.template.event_source_mappings()
+        queue = self.template.queue(mapping.queue_logical_id)
+        fn = resources.functions[mapping.function_logical_id]
+        self.poller = SqsEventSourcePoller.from_template(
+            mapping,
+            queue_visibility_s=queue.visibility_timeout_s,
+            endpoint_url=resources.endpoint_url,
+            region=resources.region,
+            queue_url=resources.queue_urls[mapping.queue_logical_id],
+            queue_arn=resources.queue_arns[mapping.queue_logical_id],
+            invoker=CountingInvoker(fn.logical_id, self.pools[fn.logical_id], self.counter),
+            invoked_function_arn=fn.alias_arn,
+            say=self.say,
+        )
+        self.poller.start()
+
+    def _start_gateway(self, port: int = 0) -> None:
+        _, resources = self._aws()
+        self.gateway = LocalApiGateway(
+            self.template,
+            invokers={lid: self.pools[lid] for lid in self.pools},
+            invoked_arns={lid: fn.alias_arn for lid, fn in resources.functions.items()},
+            user_pool_id=resources.user_pool_id,
+            app_client_ids=[resources.user_pool_client_id or ""],
+            port=port,
+            say=self.say,
+        )
+        self.gateway.start()
+
+    # helpers for the demo, serve mode and tests
+
+    @property
+    def api_url(self) -> str:
+        if self.gateway is None:
+            raise RuntimeError("the local stack is not running")
+        return self.gateway.base_url
+
+    def customer_token(self, username: str) -> str:
+        aws, _ = self._aws()
+        return aws.create_demo_customer(username)
+
+    def send_raw_message(self, body: str) -> None:
+        """Put a message straight on the orders queue, as another producer (or a bug) would."""
+        aws, resources = self._aws()
+        aws.client("sqs").send_message(QueueUrl=resources.orders_queue_url, MessageBody=body)
+
+    def executions(self) -> list[dict[str, Any]]:
+        aws, resources = self._aws()
+        sfn = aws.client("stepfunctions")
+        found: list[dict[str, Any]] = []
+        for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=resources.state_machine_arn
+        ):
+            found.extend(page["executions"])
+        return found
+
+    def queue_messages(self, queue_url: str | None) -> list[dict[str, Any]]:
+        """Every message currently in a queue (received with a short visibility and left there)."""
+        aws, _ = self._aws()
+        if queue_url is None:
+            return []
+        sqs = aws.client("sqs")
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+        total = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
+            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
+        messages: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 5
+        while len(messages) < total and time.monotonic() < deadline:
+            for message in sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=1,
+                MessageAttributeNames=["All"],
+            ).get("Messages", []):
+                messages[message["MessageId"]] = message
+        return list(messages.values())
+
+    def wait_until_settled(self, timeout_s: float = 120.0) -> bool:
+        """Wait until the queue is drained and no execution is running."""
+        if self.poller is None:
+            raise RuntimeError("the local stack is not running")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            drained = self.poller.drain(timeout=max(0.1, deadline - time.monotonic()))
+            running = [e for e in self.executions() if e["status"] == "RUNNING"]
+            if drained and not running:
+                # One more look: a running execution may have just been started by the intake.
+                time.sleep(0.2)
+                if self.poller.drain(timeout=1) and not any(
+                    e["status"] == "RUNNING" for e in self.executions()
+                ):
+                    return True
+            time.sleep(0.2)
+        return False
+
+    @contextmanager
+    def db(self) -> Iterator[psycopg.Connection]:
+        """An autocommit connection as the database owner (reports and seeding only)."""
+        if self.postgres is None:
+            raise RuntimeError("the local stack is not running")
+        with psycopg.connect(self.postgres.conninfo(), autocommit=True) as conn:
+            yield conn
