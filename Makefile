@@ -1,0 +1,46 @@
+# The README's commands. Every target bootstraps first (creates .venv and node_modules from
+# the lock files when missing), so a fresh clone needs nothing else.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+CDK := node_modules/.bin/cdk
+# jsii warns on every run that Node 20 is past its end of life; the pinned toolchain supports it.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export UV_PYTHON_DOWNLOADS := never
+# Synth and tests never use real AWS: no credentials, no profile, no lookups.
+OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
+
+.PHONY: help bootstrap demo serve synth lint cfn-lint test clean
+
+help:
+	@echo "make demo   - run the whole saga locally and print the invariant report"
+	@echo "make serve  - keep the local stack up with the API on 127.0.0.1"
+	@echo "make test   - ruff, mypy, offline cdk synth, cfn-lint, pytest (what CI runs)"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+# dev into cdk.out (what the local run builds from), prod into cdk.out.prod.
+synth: bootstrap
+	$(OFFLINE) $(CDK) synth -q -c stage=dev --output cdk.out
+	$(OFFLINE) $(CDK) synth -q -c stage=prod --output cdk.out.prod
+
+demo: synth
+	$(OFFLINE) $(VENV)/python -m devstack demo
+
+serve: synth
+	$(OFFLINE) $(VENV)/python -m devstack serve
+
+lint: bootstrap
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+cfn-lint: synth
+	$(VENV)/cfn-lint -- cdk.out/*.template.json cdk.out.prod/*.template.json
+
+test: lint cfn-lint
+	$(OFFLINE) $(VENV)/python -m pytest
+
+clean:
+	rm -rf cdk.out cdk.out.prod .build .pytest_cache .mypy_cache .ruff_cache
