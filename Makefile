@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 # Synth and tests never use real AWS: no credentials, no profile, no lookups.
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
 
-.PHONY: help bootstrap demo serve synth lint cfn-lint test clean
+.PHONY: help bootstrap demo serve synth synth-dev lint cfn-lint test clean
 
 help:
 	@echo "make demo   - run the whole saga locally and print the invariant report"
@@ -21,15 +21,18 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 # dev into cdk.out (what the local run builds from), prod into cdk.out.prod.
-synth: bootstrap
+synth-dev: bootstrap
 	$(OFFLINE) $(CDK) synth -q -c stage=dev --output cdk.out
+
+synth: synth-dev
 	$(OFFLINE) $(CDK) synth -q -c stage=prod --output cdk.out.prod
 
-demo: synth
+demo: synth-dev
 	$(OFFLINE) $(VENV)/python -m devstack demo
 
-serve: synth
-	$(OFFLINE) $(VENV)/python -m devstack serve
+PORT ?= 8080
+serve: synth-dev
+	$(OFFLINE) $(VENV)/python -m devstack serve --port $(PORT)
 
 lint: bootstrap
 	$(VENV)/ruff check .

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import aws_cdk as cdk
 
 from infra.config import stage_config
+from infra.guardrails import apply_guardrails
 from infra.nag import add_nag
 from infra.stack import OrdersSagaStack
 
@@ -56,9 +56,6 @@ def build_app(stage: str | None = None, *, outdir: str | None = None) -> cdk.App
         env=cdk.Environment(account=account, region=region),
         description=f"orders-saga ({config.name}): hardened order saga",
     )
-    if importlib.util.find_spec("infra.guardrails") is not None:
-        from infra.guardrails import apply_guardrails  # noqa: PLC0415
-
-        apply_guardrails(app)
+    apply_guardrails(app)
     add_nag(app)
     return app

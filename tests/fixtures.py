@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import boto3
@@ -17,6 +18,9 @@ from moto.server import ThreadedMotoServer
 
 from devstack.payment_provider import PaymentProvider
 from devstack.postgres import LocalPostgres, PostgresSettings
+from devstack.template import CfnTemplate, QueueSpec
+
+CDK_OUT = Path(__file__).resolve().parents[1] / "cdk.out"
 
 SEED_INVENTORY = [
     # sku, name, unit price (cents), available units
@@ -124,27 +128,57 @@ class AwsResources:
             messages.extend(cast("list[dict[str, Any]]", batch))
 
 
+@pytest.fixture(scope="session")
+def dev_template() -> CfnTemplate:
+    """The synthesized dev template: moto resources are built from it so they cannot drift."""
+    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
+        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
+    return CfnTemplate.load(str(CDK_OUT), "OrdersSaga-dev")
+
+
+def _queue_attributes(spec: QueueSpec, dlq_arn: str | None) -> Any:
+    attributes = {
+        "VisibilityTimeout": str(spec.visibility_timeout_s),
+        "MessageRetentionPeriod": str(spec.message_retention_s),
+    }
+    if spec.redrive is not None and dlq_arn is not None:
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.redrive.max_receive_count}
+        )
+    return attributes
+
+
 @pytest.fixture
-def aws(moto_server: str, migrated_postgres: PostgresSettings) -> AwsResources:
-    """Fresh moto state with the resources the functions use."""
+def aws(
+    moto_server: str, migrated_postgres: PostgresSettings, dev_template: CfnTemplate
+) -> AwsResources:
+    """Fresh moto state with the functions' resources, shaped as the template defines them."""
     urllib3.request("POST", f"{moto_server}/moto-api/reset")
+    (table,) = [r.properties for r in dev_template.resources("AWS::DynamoDB::Table")]
     ddb = boto3.client("dynamodb")
     ddb.create_table(
         TableName=os.environ["IDEMPOTENCY_TABLE"],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
+        KeySchema=table["KeySchema"],
+        AttributeDefinitions=table["AttributeDefinitions"],
+        BillingMode=table["BillingMode"],
+    )
+    ddb.update_time_to_live(
+        TableName=os.environ["IDEMPOTENCY_TABLE"],
+        TimeToLiveSpecification=table["TimeToLiveSpecification"],
     )
     sqs = boto3.client("sqs")
-    dlq_url = sqs.create_queue(QueueName="orders-dlq")["QueueUrl"]
+    (mapping,) = dev_template.event_source_mappings()
+    orders_spec = dev_template.queue(mapping.queue_logical_id)
+    assert orders_spec.redrive is not None
+    dlq_spec = dev_template.queue(orders_spec.redrive.dead_letter_queue_logical_id)
+    dlq_url = sqs.create_queue(
+        QueueName="orders-dlq", Attributes=_queue_attributes(dlq_spec, None)
+    )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     orders_url = sqs.create_queue(
-        QueueName="orders",
-        Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
-        },
+        QueueName="orders", Attributes=_queue_attributes(orders_spec, dlq_arn)
     )["QueueUrl"]
     attention_url = sqs.create_queue(QueueName="needs-attention")["QueueUrl"]
     secrets = boto3.client("secretsmanager")
@@ -152,6 +186,7 @@ def aws(moto_server: str, migrated_postgres: PostgresSettings) -> AwsResources:
         "ARN"
     ]
     key_secret = secrets.create_secret(Name="payment-key", SecretString=PAYMENT_API_KEY)["ARN"]
+    # The intake only starts executions here; the saga itself runs in tests/e2e.
     sfn = boto3.client("stepfunctions")
     machine = sfn.create_state_machine(
         name="saga",
