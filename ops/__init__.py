@@ -1,0 +1,1 @@
+"""``orders-ops``: the operator's command line (DLQs, sagas, intake switch)."""
