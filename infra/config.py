@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
@@ -42,9 +43,17 @@ FUNCTION_NAMES = (
     "ReleaseInventory",
     "MarkOrderFailed",
     "Migrate",
+    "PreTrafficHook",
 )
-# The functions that open a PostgreSQL connection (docs/architecture.md, "talks to").
-DB_FUNCTIONS = frozenset(FUNCTION_NAMES)  # every function holds one connection (ADR 0004)
+# F12: CodeDeploy's BeforeAllowTraffic hook (infra/deployments.py). It talks only to the
+# Lambda and CodeDeploy APIs, so it is outside the VPC and outside the connection budget.
+PRE_TRAFFIC_HOOK = "PreTrafficHook"
+# Powertools Metrics namespace (EMF): the functions emit into it (observability.py passes the
+# same literal), the alarms and the dashboard read from it.
+METRICS_NAMESPACE = "OrdersSaga"
+# The functions that open a PostgreSQL connection (docs/architecture.md, "talks to"): every
+# service function holds one connection (ADR 0004).
+DB_FUNCTIONS = frozenset(FUNCTION_NAMES) - {PRE_TRAFFIC_HOOK}
 # The saga's Lambda tasks: three forward steps and, in the worst case, three compensations.
 SAGA_STEPS = (
     "ReserveInventory",
@@ -209,6 +218,100 @@ class AwsSdkSettings:
 
 
 @dataclass(frozen=True)
+class AlarmThresholds:
+    """What "too much" means for the alarms of docs/operations-contract.md (issue 4).
+
+    Counts are per 5-minute period unless the name says otherwise. Limits the alarms compare
+    against (reserved concurrency, timeouts, memory, the proxy's connection budget) are not
+    repeated here: the alarms read them from the rest of the StageConfig.
+    """
+
+    # F05/F06/F07/F21: warn at this fraction of a configured hard limit, while there is still
+    # headroom to act before the limit itself throttles, times out or kills an invocation.
+    near_limit_fraction: float = 0.8
+    # F01: a client or SQS redelivering an order now and then is normal and absorbed; this
+    # many suppressed duplicates in 5 minutes means something upstream retries in a loop.
+    duplicates_suppressed: int = 25
+    # F02: must exceed maxReceiveCount x visibility timeout (3 x 181 s = 543 s), the age a
+    # poison message legitimately reaches before it is parked in the DLQ (checked below).
+    intake_oldest_message_age_s: int = 900
+    # F03: saga step invocations per started execution, as a fraction of the worst case
+    # (6 tasks x 4 attempts = 24). 0.25 -> 6: above every business path without retries
+    # (happy path 3, declined payment 5), so only widespread retrying crosses it.
+    retry_amplification_fraction: float = 0.25
+    # F04: Api environments started in 5 minutes; above it a spike or deploy is starting
+    # environments faster than provisioned concurrency absorbs them.
+    api_cold_starts: int = 20
+    # F06: normal borrow latency is microseconds; hundreds of milliseconds mean clients
+    # queue for a pooled connection and will hit the proxy's borrow timeout next.
+    proxy_borrow_latency_p99_ms: int = 200
+    # F08 / F11: rates are only judged when the period has this many samples, so one failed
+    # order out of three at night does not page anyone.
+    min_samples_for_rate: int = 10
+    # F08: failed executions per 100 started (business failures included, hence a rate).
+    saga_failure_rate_percent: float = 20.0
+    # F09: refunds are rare (ConfirmOrder failures, charges whose response was lost).
+    payment_refunds: int = 5
+    # F10: step Errors include business outcomes (declines, out of stock), so not zero.
+    saga_step_errors: int = 10
+    # F11: 4XX responses per 100 requests.
+    api_4xx_rate_percent: float = 10.0
+    # F13: the API's p99 latency; the Api function's own timeout is 10 s.
+    api_p99_latency_ms: int = 3000
+    # F22: total invocations may exceed the most the API admits at full throttle (every
+    # order on its happy path) by this factor before it counts as "far above normal".
+    invocation_rate_headroom: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.near_limit_fraction < 1.0:
+            raise ConfigError("near_limit_fraction must be in (0, 1)")
+        if not 0.0 < self.retry_amplification_fraction <= 1.0:
+            raise ConfigError("retry_amplification_fraction must be in (0, 1]")
+        if self.invocation_rate_headroom < 1.0:
+            raise ConfigError("invocation_rate_headroom below 1 would alarm on normal traffic")
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """F12: how CodeDeploy moves each `live` alias to a new version, and when it rolls back.
+
+    The rollback alarms watch the alias' new version only (CloudWatch `ExecutedVersion`), one
+    datapoint per minute, so a canary's 5-minute bake sees several datapoints.
+    """
+
+    # CodeDeployDefault.Lambda*: a canary shifts a slice of traffic, waits, then the rest;
+    # ALL_AT_ONCE switches at once (the pre-traffic hook still gates it).
+    traffic_shifting: codedeploy.ILambdaDeploymentConfig
+    # Saga steps raise business outcomes (OutOfStock, PaymentDeclined) as function errors, so
+    # `Errors` > 0 is normal traffic: roll back on a rate, and only past a minimum count so
+    # one declined card among a canary's few invocations does not undo a deploy.
+    rollback_error_rate_percent: float = 5.0
+    rollback_min_errors: int = 3
+    # p99 `Duration` bound as a share of the function's own timeout (F07), so every function
+    # gets a bound without a second table of numbers to keep in step with the timeouts.
+    rollback_latency_p99_percent_of_timeout: int = 50
+    # Minutes of an alarm's window, and how many of them must breach.
+    errors_evaluation_periods: int = 1
+    latency_evaluation_periods: int = 3
+    latency_datapoints_to_alarm: int = 2
+    # F07: the hook's read timeout for one health-check invoke of the new version: its cold
+    # start (Lambda caps init at 10 s) plus the init-only health branch.
+    health_check_timeout_s: int = 15
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rollback_error_rate_percent <= 100:
+            raise ConfigError("rollback error rate must be a percentage in (0, 100]")
+        if self.rollback_min_errors < 1:
+            raise ConfigError("rollback_min_errors must be >= 1")
+        if not 1 <= self.rollback_latency_p99_percent_of_timeout < 100:
+            raise ConfigError("the p99 latency bound must be a share of the timeout, 1..99 %")
+        if not 1 <= self.latency_datapoints_to_alarm <= self.latency_evaluation_periods:
+            raise ConfigError("latency datapoints to alarm must be 1..evaluation periods")
+        if self.errors_evaluation_periods < 1 or self.health_check_timeout_s < 1:
+            raise ConfigError("evaluation periods and the health-check timeout must be >= 1")
+
+
+@dataclass(frozen=True)
 class StageConfig:
     name: str
     functions: Mapping[str, FunctionSettings]
@@ -221,13 +324,16 @@ class StageConfig:
     # F07: Step Functions TimeoutSeconds per saga task. Longer than the step functions'
     # own Lambda timeout so the Lambda error (Sandbox.Timedout) is the one normally seen.
     task_timeout_s: int
-    canary: bool  # F12: CodeDeploy canary (prod) instead of all-at-once
+    deployment: DeploymentSettings  # F12: canary (prod) or all-at-once, rollback alarms
     log_retention: logs.RetentionDays
     log_level: str
     monthly_budget_usd: int  # F05/F22
     tags: Mapping[str, str]
     idempotency_ttl_s: int = 24 * 3600  # F01: client retries within a day are deduplicated
     aws_sdk: AwsSdkSettings = field(default_factory=AwsSdkSettings)
+    alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    # Who the alarm topic emails (issue 4); empty where nobody is paged.
+    alarm_emails: tuple[str, ...] = ()
     # Stateful resources (table, queues, logs) in this stage: DESTROY only where data is
     # disposable.
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
@@ -246,7 +352,21 @@ class StageConfig:
         for step in SAGA_STEPS:
             if self.functions[step].timeout_s >= self.task_timeout_s:
                 raise ConfigError(f"{self.name}: task timeout must exceed {step}'s timeout")
+        # F07/F12: the hook must outlive every attempt of its health-check invoke, or it dies
+        # without reporting and CodeDeploy waits up to an hour for a status.
+        hook_budget_s = self.aws_sdk.max_attempts * self.deployment.health_check_timeout_s
+        if self.functions[PRE_TRAFFIC_HOOK].timeout_s <= hook_budget_s:
+            raise ConfigError(
+                f"{self.name}: {PRE_TRAFFIC_HOOK} timeout must exceed {hook_budget_s} s "
+                "(SDK attempts x health-check timeout)"
+            )
         check_connection_budget(self)
+        if self.alarms.intake_oldest_message_age_s <= poison_message_max_age_s(self):
+            # F02: a poison message reaches this age before its DLQ move; the age alarm
+            # would fire on every one instead of on a stalled Intake.
+            raise ConfigError(
+                f"{self.name}: intake age alarm must exceed {poison_message_max_age_s(self)} s"
+            )
 
     def function(self, logical_name: str) -> FunctionSettings:
         return self.functions[logical_name]
@@ -305,6 +425,23 @@ def saga_execution_timeout_s(config: StageConfig) -> int:
     return len(SAGA_STEPS) * per_task
 
 
+def saga_step_invocations_worst_case(config: StageConfig) -> int:
+    """F03: step invocations one execution can cause: every task, every attempt (24)."""
+    return len(SAGA_STEPS) * config.retry.total_attempts
+
+
+def poison_message_max_age_s(config: StageConfig) -> int:
+    """F02: how old a poison message gets before SQS moves it to the DLQ.
+
+    maxReceiveCount receives, each hidden for the visibility timeout (infra/queues.py).
+    """
+    visibility_s = (
+        VISIBILITY_TIMEOUT_FACTOR * config.functions["Intake"].timeout_s
+        + config.queue.max_batching_window_s
+    )
+    return config.queue.max_receive_count * visibility_s
+
+
 def saga_execution_timeout(config: StageConfig) -> Duration:
     return Duration.seconds(saga_execution_timeout_s(config))
 
@@ -343,6 +480,8 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
                 ReleaseInventory=(512, 10, 2),
                 MarkOrderFailed=(512, 10, 2),
                 Migrate=(512, 120, 1),
+                # F12: one deployment at a time per function; 2 lets two groups deploy at once.
+                PreTrafficHook=(256, 60, 2),
             ),
             queue=QueueSettings(max_batching_window_s=1, max_concurrency=2),
             api=ApiSettings(
@@ -371,10 +510,15 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             payment=PaymentSettings(api_url="https://sandbox.payments.example.com"),
             retry=RetryBudget(),
             task_timeout_s=15,
-            canary=False,
+            # F12: dev takes a new version at once; the pre-traffic hook still gates it.
+            deployment=DeploymentSettings(
+                traffic_shifting=codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE
+            ),
             log_retention=logs.RetentionDays.TWO_WEEKS,
             log_level="DEBUG",
             monthly_budget_usd=75,
+            alarms=AlarmThresholds(),
+            alarm_emails=(),  # dev pages nobody; alarms are on the dashboard
             tags=_tags("dev"),
             removal_policy=RemovalPolicy.DESTROY,
         ),
@@ -390,6 +534,8 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
                 ReleaseInventory=(512, 10, 20),
                 MarkOrderFailed=(512, 10, 20),
                 Migrate=(512, 120, 1),
+                # F12: CloudFormation may start the 8 functions' deployments together.
+                PreTrafficHook=(256, 60, 8),
             ),
             queue=QueueSettings(max_batching_window_s=2, max_concurrency=10),
             api=ApiSettings(
@@ -418,10 +564,21 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             payment=PaymentSettings(api_url="https://api.payments.example.com"),
             retry=RetryBudget(),
             task_timeout_s=15,
-            canary=True,
+            # F12: 10 % of traffic for 5 minutes under the rollback alarms, then the rest.
+            deployment=DeploymentSettings(
+                traffic_shifting=codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES
+            ),
             log_retention=logs.RetentionDays.THREE_MONTHS,
             log_level="INFO",
             monthly_budget_usd=1500,
+            # Counts scale with prod's traffic (10x dev's throttle); rates and fractions do not.
+            alarms=AlarmThresholds(
+                duplicates_suppressed=100,
+                api_cold_starts=50,
+                payment_refunds=20,
+                saga_step_errors=50,
+            ),
+            alarm_emails=("orders-oncall@example.com",),
             tags=_tags("prod"),
             removal_policy=RemovalPolicy.RETAIN,
         ),

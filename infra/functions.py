@@ -20,6 +20,7 @@ from infra.config import (
     LAMBDA_PYTHON_VERSION,
     LAMBDA_RUNTIME,
     LAMBDA_RUNTIME_MANAGEMENT,
+    METRICS_NAMESPACE,
     StageConfig,
 )
 from infra.nag import acknowledge
@@ -35,6 +36,7 @@ HANDLERS: Mapping[str, str] = {
     "ReleaseInventory": "orders_saga.handlers.release_inventory.handler",
     "MarkOrderFailed": "orders_saga.handlers.mark_order_failed.handler",
     "Migrate": "orders_saga.handlers.migrate.handler",
+    "PreTrafficHook": "orders_saga.handlers.pre_traffic_hook.handler",
 }
 LIVE_ALIAS = "live"
 HTTPS = ec2.Port.tcp(443)
@@ -54,7 +56,7 @@ def base_environment(config: StageConfig) -> dict[str, str]:
     return {
         "STAGE": config.name,
         "POWERTOOLS_SERVICE_NAME": config.service,
-        "POWERTOOLS_METRICS_NAMESPACE": config.service,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": config.log_level,
         # F03/F07: botocore bounds, read by orders_saga/config.py.
         "AWS_CONNECT_TIMEOUT_S": str(sdk.connect_timeout_s),
@@ -80,7 +82,11 @@ class HardenedFunction(Construct):
         environment: Mapping[str, str] | None = None,
         vpc: ec2.IVpc | None = None,
         vpc_subnets: ec2.SubnetSelection | None = None,
+        provisioned_concurrency: int = 0,
     ) -> None:
+        """`provisioned_concurrency` > 0 keeps that many environments warm behind `live`
+        (F04). It is set on the alias, not a version, so it follows whatever version(s) the
+        alias routes to while CodeDeploy shifts it (F12)."""
         super().__init__(scope, logical_name)
         settings = config.function(logical_name)
         self.logical_name = logical_name
@@ -149,7 +155,9 @@ class HardenedFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,  # F13
             logging_format=lambda_.LoggingFormat.JSON,  # F13
             application_log_level_v2=lambda_.ApplicationLogLevel[config.log_level],
-            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            # INFO keeps the platform.report line (duration, maxMemoryUsedMB) that the F21
+            # memory alarm and the runbooks' queries read; it is one line per invocation.
+            system_log_level_v2=lambda_.SystemLogLevel.INFO,
             log_group=self.log_group,
             role=self.role,
             recursive_loop=lambda_.RecursiveLoop.TERMINATE,  # F22
@@ -174,6 +182,7 @@ class HardenedFunction(Construct):
             "Live",
             alias_name=LIVE_ALIAS,
             version=self.function.current_version,
+            provisioned_concurrent_executions=provisioned_concurrency or None,
         )
 
     def add_environment(self, name: str, value: str) -> None:

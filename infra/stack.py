@@ -16,9 +16,11 @@ from infra.api import Api
 from infra.bundling import code_asset, dependencies_layer
 from infra.config import SAGA_STEPS, StageConfig
 from infra.data import Database
+from infra.deployments import Deployments
 from infra.functions import FunctionAssets, HardenedFunction
 from infra.idempotency import IdempotencyTable
 from infra.intake import connect_intake
+from infra.monitoring import Monitoring
 from infra.nag import acknowledge
 from infra.network import FUNCTION_SUBNETS, Network
 from infra.queues import Queues
@@ -79,7 +81,9 @@ class OrdersSagaStack(cdk.Stack):
             "PAYMENT_BREAKER_RESET_S": str(payment.breaker_reset_s),
         }
 
-        def db_function(name: str, extra: dict[str, str] | None = None) -> HardenedFunction:
+        def db_function(
+            name: str, extra: dict[str, str] | None = None, *, provisioned_concurrency: int = 0
+        ) -> HardenedFunction:
             fn = HardenedFunction(
                 self,
                 name,
@@ -88,13 +92,19 @@ class OrdersSagaStack(cdk.Stack):
                 vpc=vpc,
                 vpc_subnets=FUNCTION_SUBNETS,
                 environment={**idempotency_env, **database.environment(), **(extra or {})},
+                provisioned_concurrency=provisioned_concurrency,
             )
             database.grant_connect(fn)
             idempotency.table.grant(fn.function, *IDEMPOTENCY_ACTIONS)
             return fn
 
-        # Api: DynamoDB idempotency, PostgreSQL, orders queue.
-        api_fn = db_function("Api", {"ORDERS_QUEUE_URL": queues.orders_queue.queue_url})
+        # Api: DynamoDB idempotency, PostgreSQL, orders queue. F04: warm environments behind
+        # its alias where the stage pays for them (prod).
+        api_fn = db_function(
+            "Api",
+            {"ORDERS_QUEUE_URL": queues.orders_queue.queue_url},
+            provisioned_concurrency=config.api.provisioned_concurrency,
+        )
         queues.orders_queue.grant_send_messages(api_fn.function)
 
         # Intake: records the order row when the message did not come through the API
@@ -138,6 +148,35 @@ class OrdersSagaStack(cdk.Stack):
         self.queues = queues
         self.idempotency = idempotency
         self.payment_key = payment_key
+
+        # -- monitoring (issue 4, docs/operations-contract.md) ---------------------------
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            config=config,
+            functions=self.functions,
+            queues=queues,
+            state_machine=self.saga.state_machine,
+            proxy=database.proxy,
+            rest_api=self.api.rest_api,
+            stage_name=self.api.rest_api.deployment_stage.stage_name,
+        )
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        # -- end monitoring ------------------------------------------------------------------
+
+        # -- deployments (F12: CodeDeploy per alias, pre-traffic hook, rollback alarms) -----
+        self.deployments = Deployments(
+            self,
+            "Deployments",
+            config=config,
+            functions=self.functions,
+            assets=assets,
+            extra_rollback_alarms=[self.monitoring.saga_failure_alarm],
+            alarm_topic=self.monitoring.topic,
+        )
+        # The hook exists only now; it gets the same per-function alarms as every function.
+        self.monitoring.watch_function(self.deployments.hook)
+        # -- end deployments -----------------------------------------------------------------
 
         self._add_outputs()
         self._acknowledge_cdk_providers()

@@ -15,7 +15,9 @@ from botocore.config import Config
 from orders_saga.config import aws_client_settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -62,4 +64,16 @@ def secretsmanager() -> SecretsManagerClient:
 
 def rds() -> RDSClient:
     client: RDSClient = _client("rds")
+    return client
+
+
+def lambda_() -> LambdaClient:
+    """Lambda (the pre-traffic hook invokes a new version; F12)."""
+    client: LambdaClient = _client("lambda")
+    return client
+
+
+def codedeploy() -> CodeDeployClient:
+    """CodeDeploy (the pre-traffic hook reads its deployment and reports its status; F12)."""
+    client: CodeDeployClient = _client("codedeploy")
     return client

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ STAGES = ("dev", "prod")
 
 
 @dataclass(frozen=True)
-class Synthesized:
+class Synthesized:  # frozen, but cached_property writes to __dict__ directly
     config: StageConfig
     template: Template
     outdir: Path
@@ -31,9 +32,11 @@ class Synthesized:
     def template_path(self) -> Path:
         return self.outdir / f"OrdersSaga-{self.config.name}.template.json"
 
-    @property
+    @cached_property
     def raw(self) -> dict[str, Any]:
-        template: dict[str, Any] = dict(self.template.to_json())
+        # Read once from the synthesized file: Template.to_json() crosses jsii with the whole
+        # template on every call, which made each lookup cost seconds.
+        template: dict[str, Any] = json.loads(self.template_path.read_text(encoding="utf-8"))
         return template
 
     def resources(self, cfn_type: str) -> dict[str, dict[str, Any]]:

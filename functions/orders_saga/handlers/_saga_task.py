@@ -7,23 +7,37 @@ A saga handler is one line (``handler = saga_task_handler(step)``); the step log
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from orders_saga import config
 from orders_saga.errors import OutOfStock, PaymentDeclined
+from orders_saga.logic.health_check import SettingReader, health_report, is_health_check
 from orders_saga.logic.saga_steps import StepFunction, step_idempotency
 from orders_saga.observability import bind_order, logger, metrics, tracer
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
-def saga_task_handler(step: StepFunction) -> Handler:
+def saga_task_handler(step: StepFunction, *, settings: Sequence[SettingReader] = ()) -> Handler:
+    """``settings``: configuration the step reads beyond the database and idempotency table,
+    checked by the health-check branch."""
+    health_settings: tuple[SettingReader, ...] = (
+        config.idempotency_table,
+        config.database_settings,
+        *settings,
+    )
+
     @logger.inject_lambda_context(clear_state=True)
     @tracer.capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # F12: the pre-traffic hook's dry run of a new version: configuration only, no
+        # database, no provider, no idempotency record (logic/health_check.py).
+        if is_health_check(event):
+            return health_report(step.__name__, health_settings)
         # In-progress records expire with this invocation, so a crashed attempt does not
         # block the retry for the whole TTL (F01).
         step_idempotency.register_lambda_context(context)

@@ -19,10 +19,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter, ValidationError
 
+from orders_saga import config
 from orders_saga.adapters import orders_repository
 from orders_saga.adapters.database import database
 from orders_saga.errors import TransientError
 from orders_saga.logic import place_order
+from orders_saga.logic.health_check import health_report, is_health_check
 from orders_saga.logic.order_identity import is_order_id
 from orders_saga.models import IdempotencyKey, PlaceOrderRequest
 from orders_saga.observability import bind_order, logger, metrics, tracer
@@ -142,5 +144,11 @@ def transient(error: TransientError) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # F12: the pre-traffic hook's dry run of a new version: configuration only, no database,
+    # no queue, no idempotency record (logic/health_check.py).
+    if is_health_check(event):
+        return health_report(
+            "api", (config.idempotency_table, config.orders_queue_url, config.database_settings)
+        )
     place_order.place_order_idempotency.register_lambda_context(context)
     return app.resolve(event, context)
