@@ -60,6 +60,8 @@ BUSINESS_METRICS: Final = (
     "OrdersAccepted",
     "OrdersConfirmed",
     "OrdersFailed",
+    "OrdersCompensated",
+    "PaymentLatency",
     "PaymentsTaken",
     "PaymentsRefunded",
     "DuplicatesSuppressed",
@@ -790,7 +792,12 @@ class Monitoring(Construct):
                     title="Orders",
                     metrics=[
                         self._emf(name)
-                        for name in ("OrdersAccepted", "OrdersConfirmed", "OrdersFailed")
+                        for name in (
+                            "OrdersAccepted",
+                            "OrdersConfirmed",
+                            "OrdersCompensated",
+                            "OrdersFailed",
+                        )
                     ],
                 ),
                 mc.CustomMetricGroup(
@@ -799,6 +806,10 @@ class Monitoring(Construct):
                         self._emf(name)
                         for name in ("PaymentsTaken", "PaymentsRefunded", "UnitsReserved")
                     ],
+                ),
+                mc.CustomMetricGroup(
+                    title="Payment provider latency (p99, ms)",
+                    metrics=[self._emf("PaymentLatency").with_(statistic="p99")],
                 ),
                 mc.CustomMetricGroup(
                     title="Contained failures",

@@ -9,6 +9,7 @@ F12's alarms belong to infra/deployments.py and are not checked here.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -371,3 +372,15 @@ def test_dashboard_shows_alarms_business_metrics_and_the_proxy(stage_stack: Synt
     for metric in (*BUSINESS_METRICS, "ClientConnections", "DatabaseConnectionsBorrowLatency"):
         assert metric in body, metric
     assert '\\"type\\":\\"alarm\\"' in body or '"type":"alarm"' in body
+
+
+def test_every_dashboard_business_metric_is_emitted_by_the_function_code() -> None:
+    """A widget or alarm on a metric nobody emits stays empty forever: catch the drift."""
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in (Path(__file__).resolve().parents[2] / "functions" / "orders_saga").rglob(
+            "*.py"
+        )
+    )
+    emitted = set(re.findall(r'add_metric\(\s*name="(\w+)"', source))
+    assert set(BUSINESS_METRICS) <= emitted, sorted(set(BUSINESS_METRICS) - emitted)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
@@ -85,6 +86,7 @@ class HttpPaymentGateway:
         url = f"{self._settings.base_url}{path}"
         payload = json.dumps(body).encode() if body is not None else None
         for refresh_key in (False, True):
+            started = time.monotonic()
             try:
                 response = self._http.request(
                     method, url, body=payload, headers=self._headers(key, refresh_key=refresh_key)
@@ -93,6 +95,8 @@ class HttpPaymentGateway:
                 # Timeout or dropped connection: the charge may or may not have happened. The
                 # retry sends the same Idempotency-Key, so it cannot charge twice (F09).
                 raise TransientError(f"payment provider unreachable: {error!r}") from error
+            elapsed_ms = (time.monotonic() - started) * 1000
+            metrics.add_metric(name="PaymentLatency", unit="Milliseconds", value=elapsed_ms)
             if response.status == 401 and not refresh_key:
                 continue  # the key may have been rotated (F14): re-read the secret once
             return self._classify(response)

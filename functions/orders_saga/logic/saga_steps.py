@@ -121,6 +121,9 @@ def refund_payment(state: SagaState) -> dict[str, Any]:
 @_step("release_inventory")
 def release_inventory(state: SagaState) -> dict[str, Any]:
     units = database().run(lambda conn: repo.release_inventory(conn, state.order.order_id))
+    if units:
+        # Every order that held stock passes here when it fails: the "compensated" count.
+        metrics.add_metric(name="OrdersCompensated", unit="Count", value=1)
     return {"released_units": units}
 
 
