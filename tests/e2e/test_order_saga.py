@@ -7,6 +7,9 @@ Every test counts side effects (rows, charges at the provider, executions), not 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from typing import Any
 
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
@@ -217,3 +220,33 @@ def test_the_gateway_rejects_bad_requests_before_the_function(running: Running) 
     assert bad_body[1].get("reason")
     assert not_json[0] == 400
     assert api_invocations(running) == invocations_before
+
+
+def test_a_step_that_dies_after_charging_is_retried_and_charges_once(running: Running) -> None:
+    """Given TakePayment's environment dies after the provider charged and before it answered
+    (F01/F09), the retry outlasts the dead attempt's idempotency record, replays the charge by
+    its Idempotency-Key, and the order is confirmed with exactly one charge and no refund."""
+    stack = running.stack
+    take_payment = stack.resources.function("take_payment") if stack.resources else None
+    assert take_payment is not None
+    pool = stack.pools[take_payment.logical_id]
+    stack.provider.faults.set(latency_ms=2500)  # the charge is booked, the answer is late
+
+    _, accepted = running.api.post_order(running.alice, order(("SKU-TEA", 1)), new_key())
+    order_id = accepted["order_id"]
+    deadline = time.monotonic() + 30
+    while not charges(running, order_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert charges(running, order_id) == 1, "the provider never saw the charge"
+    killed = [w.pid for w in pool.workers if w.pid is not None]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    stack.provider.faults.set(latency_ms=0)
+    final = running.api.wait_terminal(running.alice, order_id, timeout_s=90)
+
+    assert killed
+    assert final["status"] == "CONFIRMED"
+    assert charges(running, order_id) == 1
+    assert refunds(running, order_id) == 0
+    # The dead attempt, then one or two more (a retry may run out of its own time waiting).
+    assert stack.counter.by_order[order_id][take_payment.logical_id] >= 2

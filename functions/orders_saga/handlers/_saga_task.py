@@ -7,9 +7,13 @@ A saga handler is one line (``handler = saga_task_handler(step)``); the step log
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from orders_saga import config
@@ -19,6 +23,11 @@ from orders_saga.logic.saga_steps import StepFunction, step_idempotency
 from orders_saga.observability import bind_order, logger, metrics, tracer
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+# How often a step re-checks an idempotency record held by a crashed attempt, and how much
+# of its own time it keeps to finish the step once the record has expired.
+IN_PROGRESS_POLL_S = 0.5
+IN_PROGRESS_MARGIN_S = 3.0
 
 
 def saga_task_handler(step: StepFunction, *, settings: Sequence[SettingReader] = ()) -> Handler:
@@ -46,7 +55,7 @@ def saga_task_handler(step: StepFunction, *, settings: Sequence[SettingReader] =
             bind_order(order_id)
         logger.append_keys(step=step.__name__)
         try:
-            result = step(state=event)
+            result = _run_outlasting_a_crashed_attempt(step, event, context)
         except (OutOfStock, PaymentDeclined) as outcome:
             logger.info(
                 "business outcome ends the order", extra={"outcome": type(outcome).__name__}
@@ -59,3 +68,26 @@ def saga_task_handler(step: StepFunction, *, settings: Sequence[SettingReader] =
         return result
 
     return handler
+
+
+def _run_outlasting_a_crashed_attempt(
+    step: StepFunction, event: dict[str, Any], context: LambdaContext
+) -> dict[str, Any]:
+    """Run the step; if an earlier attempt still holds its idempotency record, wait it out.
+
+    F01/F09: when an attempt crashes or times out after its side effect, its record stays
+    IN_PROGRESS until that invocation's deadline (at most the function timeout). The saga's
+    jittered retries (a few seconds) would all hit it and the order would be compensated
+    although nothing is wrong. So this attempt polls until the record expires, bounded by its
+    own remaining time; then the step runs again and its side effects replay (idempotency
+    keys), and if time runs out the error goes back to Step Functions, which retries.
+    """
+    while True:
+        try:
+            return step(state=event)
+        except IdempotencyAlreadyInProgressError:
+            remaining_s = context.get_remaining_time_in_millis() / 1000
+            if remaining_s <= IN_PROGRESS_POLL_S + IN_PROGRESS_MARGIN_S:
+                raise
+            logger.info("an earlier attempt holds this step; waiting for it to expire")
+            time.sleep(IN_PROGRESS_POLL_S)
