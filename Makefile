@@ -10,10 +10,11 @@ export UV_PYTHON_DOWNLOADS := never
 # Synth and tests never use real AWS: no credentials, no profile, no lookups.
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
 
-.PHONY: help bootstrap demo serve synth synth-dev lint cfn-lint test clean
+.PHONY: help bootstrap demo chaos serve synth synth-dev lint cfn-lint test clean
 
 help:
 	@echo "make demo   - run the whole saga locally and print the invariant report"
+	@echo "make chaos  - ORDERS (default 1000) orders with injected faults, then the invariants"
 	@echo "make serve  - keep the local stack up with the API on 127.0.0.1"
 	@echo "make test   - ruff, mypy, offline cdk synth, cfn-lint, pytest (what CI runs)"
 
@@ -29,6 +30,12 @@ synth: synth-dev
 
 demo: synth-dev
 	$(OFFLINE) $(VENV)/python -m devstack demo
+
+# Fault rates and more: CHAOS_FLAGS="--payment-timeout-rate 0.01 --seed 3" (see --help).
+ORDERS ?= 1000
+CHAOS_FLAGS ?=
+chaos: synth-dev
+	$(OFFLINE) $(VENV)/python -m devstack chaos --orders $(ORDERS) $(CHAOS_FLAGS)
 
 PORT ?= 8080
 serve: synth-dev

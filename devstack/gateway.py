@@ -406,6 +406,9 @@ def _handler_class(gateway: LocalApiGateway) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+        # Every method reaches the gateway's routing, as on API Gateway, which answers an
+        # unknown method like any unknown route instead of a bare HTTP server's 501.
+        do_TRACE = do_CONNECT = do_QUERY = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # access logs would drown the functions' structured logs

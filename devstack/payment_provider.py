@@ -22,6 +22,17 @@ Fault injection (``provider.faults`` in-process, or ``POST /_admin/faults``):
   replayed) and then the connection is closed without any response (F09).
 * ``down``: every API request gets 503 until switched back (F19 outage).
 
+Random faults (``provider.faults.set_random(RandomFaults(...))``, in-process only), for load
+and chaos runs where every request rolls its own dice (seeded, so a run is repeatable):
+
+* ``unavailable_rate``: an API request gets 503 before processing (no side effect).
+* ``lost_response_rate``: a charge or refund is processed, then the connection is closed
+  without a response (F09; the same as a handler crashing after its side effect).
+* ``timeout_rate``: a charge or refund is processed, then the provider holds the response for
+  ``timeout_delay_ms`` and closes the connection (the client's read timeout fires first).
+
+``provider.faults.injected()`` counts what the random faults did, per kind.
+
 Admin endpoints, for a provider running in another process: ``GET /_admin/ledger``,
 ``GET``/``POST /_admin/faults`` (a JSON object with any of the switches above),
 ``POST /_admin/reset`` (empty ledger, idempotency store and faults). They need no API key,
@@ -34,6 +45,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import secrets
 import socket
 import threading
@@ -212,12 +224,65 @@ class FaultSettings:
     down: bool = False
 
 
+@dataclass(frozen=True)
+class RandomFaults:
+    """Per-request fault probabilities (0..1); see the module docstring."""
+
+    unavailable_rate: float = 0.0
+    lost_response_rate: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_delay_ms: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        rates = (self.unavailable_rate, self.lost_response_rate, self.timeout_rate)
+        if not all(0.0 <= r <= 1.0 for r in rates):
+            raise ValueError("fault rates must be within 0..1")
+        if self.timeout_delay_ms < 0:
+            raise ValueError("timeout_delay_ms must be >= 0")
+
+
+RANDOM_FAULT_KINDS = ("unavailable", "lost_response", "timeout")
+
+
 class Faults:
     """Thread-safe fault switches; counters are consumed by the requests they hit."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._settings = FaultSettings()
+        self._random = RandomFaults()
+        self._rng = random.Random()  # noqa: S311 - fault dice, not cryptography
+        self._injected: Counter[str] = Counter()
+
+    def set_random(self, faults: RandomFaults) -> None:
+        """Replace the random fault rates (and reseed); the injected counts start again."""
+        with self._lock:
+            self._random = faults
+            self._rng = random.Random(faults.seed)  # noqa: S311 - fault dice
+            self._injected = Counter()
+
+    def injected(self) -> dict[str, int]:
+        """How many requests each random fault kind hit since the last ``set_random``."""
+        with self._lock:
+            return {kind: self._injected[kind] for kind in RANDOM_FAULT_KINDS}
+
+    def _roll(self, kind: str) -> bool:
+        """True when this request draws the random fault ``kind`` (and counts it)."""
+        with self._lock:
+            rate = {
+                "unavailable": self._random.unavailable_rate,
+                "lost_response": self._random.lost_response_rate,
+                "timeout": self._random.timeout_rate,
+            }[kind]
+            hit = rate > 0 and self._rng.random() < rate
+            if hit:
+                self._injected[kind] += 1
+            return hit
+
+    def _timeout_delay_s(self) -> float:
+        with self._lock:
+            return self._random.timeout_delay_ms / 1000
 
     def set(
         self,
@@ -247,6 +312,8 @@ class Faults:
     def reset(self) -> None:
         with self._lock:
             self._settings = FaultSettings()
+            self._random = RandomFaults()
+            self._injected = Counter()
 
     def _take_fail(self) -> bool:
         """True when this API request must fail with 503 (down, or a fail_next unit left)."""
@@ -502,7 +569,7 @@ class PaymentProvider:
     ) -> tuple[int, JsonObject, bool]:
         """Process one API request; returns (status, body, replayed)."""
         self.ledger._count_request()
-        if self.faults._take_fail():
+        if self.faults._take_fail() or self.faults._roll("unavailable"):
             raise _ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", "try again later")
         if headers.get("Authorization") != f"Bearer {self.api_key}":
             raise _ApiError(HTTPStatus.UNAUTHORIZED, "unauthorized", "invalid API key")
@@ -547,10 +614,20 @@ class PaymentProvider:
                 self.ledger._responses[key] = StoredResponse(fingerprint, status, response)
                 replayed = False
 
-        if is_charge and self.faults._take_lost_charge_response():
-            raise _DropConnection
+        self._after_processing(is_charge=is_charge)
         self._delay()
         return status, response, replayed
+
+    def _after_processing(self, *, is_charge: bool) -> None:
+        """The faults that hit a processed POST: its side effect stays, its response is lost."""
+        if is_charge and self.faults._take_lost_charge_response():
+            raise _DropConnection
+        if self.faults._roll("lost_response"):
+            raise _DropConnection
+        if self.faults._roll("timeout"):
+            # Processed, then too slow: by the time we would answer the client has given up.
+            time.sleep(self.faults._timeout_delay_s())
+            raise _DropConnection
 
     def _charge(self, body: JsonObject, key: str) -> tuple[int, JsonObject]:
         amount = body.get("amount_cents")

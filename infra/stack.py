@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from infra import guardrails
 from infra.api import Api
@@ -221,8 +221,9 @@ class OrdersSagaStack(cdk.Stack):
         for provider_id, purpose in CDK_PROVIDERS.items():
             provider = self.node.try_find_child(provider_id)
             handler = provider.node.try_find_child("Handler") if provider else None
-            if handler is None:
+            if handler is None or provider is None:
                 continue
+            self._tag_raw_resources(provider)
             why = f"CDK-owned provider that {purpose}, once per deploy, CloudFormation only"
             guardrails.acknowledge(
                 handler,
@@ -232,6 +233,17 @@ class OrdersSagaStack(cdk.Stack):
                     "F22": f"{why}; no event source, so no loop to terminate",
                 },
             )
+
+    def _tag_raw_resources(self, scope: IConstruct) -> None:
+        """F18: CDK's provider function and role are raw CfnResources, which ``Tags.of`` does
+        not reach; give them the ownership tags by property override."""
+        tags = [{"Key": key, "Value": value} for key, value in sorted(self.config.tags.items())]
+        for child in scope.node.find_all():
+            if isinstance(child, cdk.CfnResource) and child.cfn_resource_type in {
+                "AWS::Lambda::Function",
+                "AWS::IAM::Role",
+            }:
+                child.add_property_override("Tags", tags)
 
     @property
     def aliases(self) -> dict[str, lambda_.IAlias]:

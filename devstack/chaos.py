@@ -1,0 +1,802 @@
+"""``make chaos``: many orders through the local stack with faults injected, then the invariants.
+
+Orders go in through the local API Gateway (JWT, request model, the real Api function) from a
+bounded pool of client threads. Faults, each with its own rate flag:
+
+* duplicate delivery: the accepted order's message is sent to the orders queue again, and the
+  client re-POSTs with the same ``Idempotency-Key`` (F01);
+* poison messages: raw malformed messages straight onto the orders queue (F02, F11);
+* payment 5xx, payment timeout and lost payment response: per-request random faults of the fake
+  provider (F09, F19). A lost response *is* the "handler crash after its side effect and
+  before its response": the charge (or refund) happened, the step sees a failure;
+* DB connection drop: a background thread terminates the functions' PostgreSQL backends
+  (``application_name = 'orders-saga'``) with ``pg_terminate_backend`` at random moments (F06);
+* hot SKUs: a few SKUs with little stock that many orders compete for (F10).
+
+The report is read from the system's own records: PostgreSQL, the provider's ledger, Step
+Functions executions, the DLQs and the invocation counter. Exit status 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import jwt
+import psycopg
+import urllib3
+from orders_saga.logic.order_identity import order_id_for
+from orders_saga.models import Order, OrderAcceptedV2, OrderLine
+
+from devstack.stack import LocalStack
+
+TERMINAL = frozenset({"CONFIRMED", "FAILED"})
+APP_NAME = "orders-saga"  # the functions' PostgreSQL application_name (adapters/database.py)
+REGULAR_SKUS = 8
+CUSTOMERS = 8
+HOT_SHARE = 0.3  # share of orders with a hot SKU line when --hot-skus > 0
+DECLINED_CARD = "pm_card_declined"
+CLIENT_ATTEMPTS = 5  # a well-behaved client: bounded retries, same key, backoff with jitter
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    orders: int = 1000
+    seed: int = 1
+    concurrency: int = 8
+    duplicate_rate: float = 0.05
+    poison_rate: float = 0.02
+    payment_5xx_rate: float = 0.05
+    payment_timeout_rate: float = 0.0
+    lost_response_rate: float = 0.05
+    db_drop_rate: float = 0.5  # backend terminations per second while orders are in flight
+    declined_rate: float = 0.02
+    hot_skus: int = 3
+    pool_size: int = 2
+    settle_timeout_s: float = 600.0
+    cdk_out: Path = Path("cdk.out")
+
+    def __post_init__(self) -> None:
+        if self.orders < 1 or self.concurrency < 1 or self.pool_size < 1:
+            raise ValueError("orders, concurrency and pool size must be >= 1")
+        probabilities = (
+            self.duplicate_rate,
+            self.poison_rate,
+            self.payment_5xx_rate,
+            self.payment_timeout_rate,
+            self.lost_response_rate,
+            self.declined_rate,
+        )
+        if not all(0.0 <= p <= 1.0 for p in probabilities):
+            raise ValueError("fault rates are probabilities within 0..1")
+        if self.db_drop_rate < 0 or self.hot_skus < 0:
+            raise ValueError("--db-drop-rate and --hot-skus must be >= 0")
+
+    def enabled_faults(self) -> dict[str, bool]:
+        return {
+            "duplicate delivery": self.duplicate_rate > 0,
+            "poison message": self.poison_rate > 0,
+            "payment 5xx": self.payment_5xx_rate > 0,
+            "payment timeout": self.payment_timeout_rate > 0,
+            "payment lost response": self.lost_response_rate > 0,
+            "db connection drop": self.db_drop_rate > 0,
+            "hot sku contention": self.hot_skus > 0,
+        }
+
+
+def catalogue(settings: ChaosSettings) -> tuple[tuple[str, str, int, int], ...]:
+    """Regular SKUs with stock for every order; hot SKUs with about half the demand."""
+    regular = tuple(
+        (f"SKU-CHAOS-{i:02d}", f"Chaos item {i}", 100 + 37 * i, settings.orders * 4)
+        for i in range(REGULAR_SKUS)
+    )
+    if settings.hot_skus == 0:
+        return regular
+    demand = settings.orders * HOT_SHARE * 1.5 / settings.hot_skus  # mean quantity 1.5
+    stock = max(1, math.floor(demand / 2))
+    hot = tuple(
+        (f"SKU-HOT-{i}", f"Hot item {i}", 5000 + 100 * i, stock) for i in range(settings.hot_skus)
+    )
+    return regular + hot
+
+
+# --------------------------------------------------------------------------- the client
+
+
+@dataclass
+class Planned:
+    """One order the client will place, decided up front from the seed."""
+
+    index: int
+    customer: int
+    key: str
+    body: dict[str, Any]
+    duplicate: bool
+    order_id: str = ""
+    http_status: int | None = None
+    accepted: bool = False
+    client_retries: int = 0
+    duplicate_post_same: bool | None = None
+
+
+def plan(settings: ChaosSettings, rng: random.Random) -> list[Planned]:
+    hot = [f"SKU-HOT-{i}" for i in range(settings.hot_skus)]
+    planned: list[Planned] = []
+    for index in range(settings.orders):
+        skus = rng.sample(range(REGULAR_SKUS), rng.randint(1, 3))
+        lines = [(f"SKU-CHAOS-{i:02d}", rng.randint(1, 3)) for i in skus]
+        if hot and rng.random() < HOT_SHARE:
+            lines.append((rng.choice(hot), rng.randint(1, 2)))
+        card = DECLINED_CARD if rng.random() < settings.declined_rate else "pm_card_visa"
+        body = {
+            "items": [{"sku": sku, "quantity": qty} for sku, qty in lines],
+            "payment_method": card,
+            "currency": rng.choice(["EUR", "EUR", "USD", "GBP"]),
+        }
+        planned.append(
+            Planned(
+                index=index,
+                customer=rng.randrange(CUSTOMERS),
+                key=f"chaos-{settings.seed}-{index}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                body=body,
+                duplicate=rng.random() < settings.duplicate_rate,
+            )
+        )
+    return planned
+
+
+class Client:
+    """HTTP client of the local API: bounded retries with the same key, full-jitter backoff."""
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        self.base_url = base_url
+        self.http = urllib3.PoolManager(
+            maxsize=concurrency + 2,
+            retries=False,
+            timeout=urllib3.Timeout(connect=2, read=30),
+        )
+
+    def post(self, token: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], int]:
+        """(status, response, retries): retries only on 429/5xx/connection errors."""
+        status, response = 0, {}
+        for attempt in range(CLIENT_ATTEMPTS):
+            try:
+                raw = self.http.request(
+                    "POST",
+                    f"{self.base_url}/orders",
+                    body=json.dumps(body).encode(),
+                    headers={
+                        "Authorization": token,
+                        "Idempotency-Key": key,
+                        "Content-Type": "application/json",
+                    },
+                )
+                status = raw.status
+                try:
+                    response = json.loads(raw.data or b"{}")
+                except ValueError:
+                    response = {}
+            except urllib3.exceptions.HTTPError:
+                status, response = 0, {}
+            if status not in {0, 429} and status < 500:
+                return status, response, attempt
+            time.sleep(random.uniform(0, min(2.0, 0.1 * 2**attempt)))  # noqa: S311
+        return status, response, CLIENT_ATTEMPTS - 1
+
+
+# --------------------------------------------------------------------------- faults
+
+
+POISON_KINDS = (
+    "truncated json",
+    "not json",
+    "wrong types",
+    "unknown schema version",
+    "invalid quantity",
+)
+
+
+def poison_body(kind: str, marker: str) -> str:
+    if kind == "truncated json":
+        return f'{{"schema_version": "2", "order_id": "{marker}", "items": ['
+    if kind == "not json":
+        return f"{marker}: this is not an order"
+    if kind == "wrong types":
+        return json.dumps({"schema_version": "2", "order_id": 42, "items": "x", "note": marker})
+    if kind == "unknown schema version":
+        return json.dumps({"schema_version": "99", "order_id": marker, "items": []})
+    return json.dumps(
+        {
+            "schema_version": "2",
+            "order_id": marker,
+            "customer_id": "chaos",
+            "items": [{"sku": "SKU-CHAOS-00", "quantity": -1}],
+            "payment_method": "pm_card_visa",
+            "currency": "EUR",
+            "accepted_at": "2020-01-01T00:00:00+00:00",
+        }
+    )
+
+
+class DbDropper:
+    """Terminates the functions' database backends at Poisson-random moments."""
+
+    def __init__(self, conninfo: str, rate_per_s: float, seed: int) -> None:
+        self.conninfo = conninfo
+        self.rate = rate_per_s
+        self.rng = random.Random(seed)  # noqa: S311
+        self.terminated = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-db-drop", daemon=True)
+
+    def start(self) -> None:
+        if self.rate > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self._stop.wait(self.rng.expovariate(self.rate)):
+                try:
+                    pids = [
+                        int(row[0])
+                        for row in conn.execute(
+                            "SELECT pid FROM pg_stat_activity"
+                            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                            (APP_NAME,),
+                        ).fetchall()
+                    ]
+                    if not pids:
+                        continue
+                    pid = self.rng.choice(pids)
+                    row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+                    if row and row[0]:
+                        self.terminated += 1
+                except psycopg.Error:
+                    self.errors += 1
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """One updating stderr line (no dependency): submitted, settled, elapsed."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool = True) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled
+        self.submitted = 0
+        self.settled = 0
+        self.phase = "submitting"
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._last = 0.0
+        # A terminal gets one line redrawn in place; a log (CI) a new line every 5 s.
+        self._tty = stream.isatty()
+        self._every = 0.2 if self._tty else 5.0
+
+    def add_submitted(self) -> None:
+        with self._lock:
+            self.submitted += 1
+        self.draw()
+
+    def draw(self, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < (0.05 if force and self._tty else self._every):
+                return
+            self._last = now
+            done = self.settled / self.total if self.total else 1.0
+            width = 30
+            prefix = "\r" if self._tty else ""
+            bar = "#" * int(done * width) + "-" * (width - int(done * width))
+            line = (
+                f"{prefix}chaos [{bar}] {self.settled}/{self.total} settled,"
+                f" {self.submitted} submitted, {now - self.started:6.1f} s ({self.phase})"
+            )
+        self.stream.write(line if self._tty else line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._last = 0.0
+            self.draw(force=True)
+            if self._tty:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ChaosReport:
+    settings: ChaosSettings
+    counts: dict[str, int] = field(default_factory=dict)
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+    injected: dict[str, int] = field(default_factory=dict)
+    violations: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    attempts_p50: float = 0.0
+    attempts_p99: float = 0.0
+    attempts_max: int = 0
+    attempts_worst_case: int = 0
+    wall_s: float = 0.0
+    settled: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.settled and not any(self.violations.values())
+
+    @property
+    def orders_per_s(self) -> float:
+        return self.counts.get("submitted", 0) / self.wall_s if self.wall_s else 0.0
+
+    def render(self) -> str:
+        out = ["", "orders:"]
+        out += [f"  {name:<34} {value}" for name, value in self.counts.items()]
+        out.append("in DLQ, by reason:")
+        out += [f"  {reason[:70]:<70} {n}" for reason, n in sorted(self.dlq_reasons.items())]
+        if not self.dlq_reasons:
+            out.append("  (none)")
+        out.append("faults injected:")
+        out += [f"  {name:<34} {value}" for name, value in self.injected.items()]
+        out.append(
+            f"attempts per order (saga step invocations): p50 {self.attempts_p50:g},"
+            f" p99 {self.attempts_p99:g}, max {self.attempts_max}"
+            f" (documented worst case {self.attempts_worst_case})"
+        )
+        out.append("invariants (all must be 0):")
+        out += [f"  {name:<34} {value}" for name, value in self.violations.items()]
+        for name, ids in self.examples.items():
+            if ids and self.violations.get(name):
+                out.append(f"  e.g. {name}: {', '.join(ids[:5])}")
+        if not self.settled:
+            out.append(f"the stack did not settle within {self.settings.settle_timeout_s:g} s")
+        out.append(
+            f"{self.counts.get('submitted', 0)} orders in {self.wall_s:.1f} s"
+            f" ({self.orders_per_s:.1f} orders/s)"
+        )
+        out.append("RESULT: all invariants hold" if self.ok else "RESULT: FAILED")
+        return "\n".join(out)
+
+
+def percentile(values: list[int], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return float(ordered[rank - 1])
+
+
+def worst_case_attempts() -> int:
+    """Saga step invocations one execution can cause, from the dev stage's retry budget."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    from infra.config import saga_step_invocations_worst_case, stage_config
+
+    return saga_step_invocations_worst_case(stage_config("dev"))
+
+
+def _reason(message: dict[str, Any]) -> str:
+    attrs = message.get("MessageAttributes", {})
+    reason = str(attrs.get("failure_reason", {}).get("StringValue", ""))
+    return reason or "no failure_reason attribute (redriven at maxReceiveCount?)"
+
+
+def _scan_dlqs(
+    stack: LocalStack, order_ids: set[str], poisons: set[str]
+) -> tuple[dict[str, int], dict[str, str], set[str]]:
+    """(count per queue and reason, order id -> queue, poison markers found) over every DLQ."""
+    res = stack.resources
+    queues = {
+        "intake DLQ": res.intake_dlq_url if res else None,
+        "orders DLQ": res.orders_dlq_url if res else None,
+        "needs attention": res.needs_attention_queue_url if res else None,
+    }
+    reasons: Counter[str] = Counter()
+    in_dlq: dict[str, str] = {}
+    found: set[str] = set()
+    seen: set[str] = set()
+    for name, url in queues.items():
+        if url is None or url in seen:  # the intake DLQ may be the orders DLQ
+            continue
+        seen.add(url)
+        for message in stack.queue_messages(url):
+            body = str(message.get("Body", ""))
+            reasons[f"{name}: {_reason(message).split(':')[0]}"] += 1
+            found.update(marker for marker in poisons if marker in body)
+            in_dlq.update((oid, name) for oid in order_ids if oid in body)
+    return dict(reasons), in_dlq, found
+
+
+def _db_records(stack: LocalStack) -> tuple[list[Any], list[Any], list[Any]]:
+    """(orders, held reservations per order, stock per SKU) from PostgreSQL."""
+    with stack.db() as conn:
+        rows = conn.execute(
+            "SELECT order_id::text, status, coalesce(amount_cents, 0) FROM orders"
+        ).fetchall()
+        held_rows = conn.execute(
+            "SELECT order_id::text, sum(quantity) FROM reservations"
+            " WHERE released_at IS NULL GROUP BY order_id"
+        ).fetchall()
+        stock_rows = conn.execute(
+            "SELECT i.sku, i.available,"
+            " coalesce(sum(r.quantity) FILTER (WHERE r.released_at IS NULL), 0)"
+            " FROM inventory i LEFT JOIN reservations r ON r.sku = i.sku"
+            " GROUP BY i.sku, i.available"
+        ).fetchall()
+    return list(rows), list(held_rows), list(stock_rows)
+
+
+def build_report(
+    stack: LocalStack,
+    settings: ChaosSettings,
+    planned: list[Planned],
+    poisons: dict[str, str],
+) -> ChaosReport:
+    report = ChaosReport(settings=settings)
+    order_ids = {p.order_id for p in planned}
+    report.dlq_reasons, in_dlq, poison_found = _scan_dlqs(stack, order_ids, set(poisons))
+    ledger = stack.provider.ledger
+    charges = ledger.charges
+    refunds = ledger.refunds
+    charge_ids = {c.charge_id for c in charges}
+    refunded = {r.charge_id for r in refunds}
+    charge_counts = Counter(c.reference for c in charges)
+    net: Counter[str] = Counter()
+    for c in charges:
+        if c.charge_id not in refunded:
+            net[c.reference] += c.amount_cents
+    rows, held_rows, stock_rows = _db_records(stack)
+    status = {str(r[0]): str(r[1]) for r in rows}
+    amount = {str(r[0]): int(r[2]) for r in rows}
+    held = {str(r[0]): int(r[1]) for r in held_rows}
+    initial = {sku: units for sku, _, _, units in stack.catalogue}
+    oversold = [
+        str(sku)
+        for sku, avail, reserved in stock_rows
+        if avail < 0 or avail + reserved != initial.get(sku, avail + reserved)
+    ]
+
+    executions = stack.executions()
+    running = [e for e in executions if e["status"] == "RUNNING"]
+    execs_per_order = Counter(str(e["name"]).removeprefix("order-") for e in executions)
+
+    accepted = [p for p in planned if p.accepted]
+    confirmed = [p for p in accepted if status.get(p.order_id) == "CONFIRMED"]
+    failed = [p for p in accepted if status.get(p.order_id) == "FAILED"]
+    compensated = [p for p in failed if not net[p.order_id] and not held.get(p.order_id)]
+    lost = [p for p in accepted if p.order_id not in status and p.order_id not in in_dlq]
+    not_terminal = [
+        p
+        for p in accepted
+        if p.order_id in status and status[p.order_id] not in TERMINAL and p.order_id not in in_dlq
+    ]
+    report.counts = {
+        "submitted": len(accepted),
+        "rejected by the API (4xx)": sum(
+            1 for p in planned if p.http_status and 400 <= p.http_status < 500
+        ),
+        "client gave up (5xx / no answer)": sum(
+            1 for p in planned if not p.accepted and (p.http_status or 0) // 100 != 4
+        ),
+        "client retries": sum(p.client_retries for p in planned),
+        "confirmed": len(confirmed),
+        "failed and compensated": len(compensated),
+        "in a DLQ": sum(1 for p in accepted if p.order_id in in_dlq),
+        "not terminal": len(not_terminal),
+        "saga executions": len(executions),
+    }
+
+    confirmed_wrong_charge = [
+        p.order_id for p in confirmed if net[p.order_id] != amount.get(p.order_id, -1)
+    ]
+    failed_not_compensated = [p.order_id for p in failed if p not in compensated]
+    double = [ref for ref, n in charge_counts.items() if n > 1]
+    orphan_refunds = [r.refund_id for r in refunds if r.charge_id not in charge_ids]
+    foreign_charges = [ref for ref in charge_counts if ref not in order_ids]
+    poison_missing = [m for m in poisons if m not in poison_found]
+    duplicate_posts_differ = [p.order_id for p in planned if p.duplicate_post_same is False]
+    multi_exec = [oid for oid, n in execs_per_order.items() if n > 1]
+    attempts = [stack.counter.attempts(p.order_id) for p in accepted]
+    report.attempts_worst_case = worst_case_attempts()
+    report.attempts_p50 = percentile(attempts, 50)
+    report.attempts_p99 = percentile(attempts, 99)
+    report.attempts_max = max(attempts, default=0)
+    over_budget = [
+        p.order_id
+        for p, n in zip(accepted, attempts, strict=True)
+        if n > report.attempts_worst_case
+    ]
+    found: dict[str, list[str]] = {
+        "lost (submitted but nowhere)": [p.order_id for p in lost],
+        "not terminal": [p.order_id for p in not_terminal] + [str(e["name"]) for e in running],
+        "double-charged": double,
+        "oversold skus": oversold,
+        "refunds without charges": orphan_refunds,
+        "charges for unknown orders": foreign_charges,
+        "confirmed, charge != total": confirmed_wrong_charge,
+        "failed, not compensated": failed_not_compensated,
+        "poison not dead-lettered": poison_missing,
+        "retried POST, different answer": duplicate_posts_differ,
+        "more than one execution": multi_exec,
+        "attempts above worst case": over_budget,
+    }
+    report.violations = {name: len(ids) for name, ids in found.items()}
+    report.examples = found
+    return report
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _injected(
+    planned: list[Planned],
+    duplicates: Counter[str],
+    poisons: dict[str, str],
+    payment: dict[str, int],
+    dropper: DbDropper,
+) -> dict[str, int]:
+    def with_sku_prefix(p: Planned) -> bool:
+        return any(str(i["sku"]).startswith("SKU-HOT-") for i in p.body["items"])
+
+    return {
+        "duplicate delivery (sqs redelivery)": duplicates["sqs redelivery"],
+        "duplicate delivery (client re-POST)": duplicates["client re-POST"],
+        "poison message": len(poisons),
+        "payment 5xx": payment["unavailable"],
+        "payment timeout": payment["timeout"],
+        "payment lost response": payment["lost_response"],
+        "db connection drop": dropper.terminated,
+        "hot sku contention (orders)": sum(1 for p in planned if with_sku_prefix(p)),
+        "declined card (orders)": sum(
+            1 for p in planned if p.body["payment_method"] == DECLINED_CARD
+        ),
+    }
+
+
+@contextmanager
+def _random_payment_faults(stack: LocalStack, settings: ChaosSettings) -> Iterator[None]:
+    from devstack.payment_provider import RandomFaults
+
+    # A "timeout" holds the response past the adapter's read timeout (5 s by default).
+    read_timeout_s = float(os.environ.get("PAYMENT_READ_TIMEOUT_S", "5"))
+    stack.provider.faults.set_random(
+        RandomFaults(
+            unavailable_rate=settings.payment_5xx_rate,
+            lost_response_rate=settings.lost_response_rate,
+            timeout_rate=settings.payment_timeout_rate,
+            timeout_delay_ms=int((read_timeout_s + 0.5) * 1000),
+            seed=settings.seed,
+        )
+    )
+    try:
+        yield
+    finally:
+        stack.provider.faults.reset()
+
+
+class _Placer:
+    """Places one planned order from a client thread, with its duplicate and poison faults."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        settings: ChaosSettings,
+        tokens: list[str],
+        customer_ids: list[str],
+        progress: Progress,
+    ) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.tokens = tokens
+        self.customer_ids = customer_ids
+        self.progress = progress
+        self.client = Client(stack.api_url, settings.concurrency)
+        self.lock = threading.Lock()
+        self.poisons: dict[str, str] = {}
+        self.duplicates: Counter[str] = Counter()
+
+    def place(self, p: Planned) -> None:
+        settings = self.settings
+        local = random.Random(settings.seed * 1_000_003 + p.index)  # noqa: S311
+        token = self.tokens[p.customer]
+        status, response, retries = self.client.post(token, p.key, p.body)
+        p.http_status, p.client_retries = status, retries
+        p.accepted = status == 202
+        if p.accepted and response.get("order_id") != p.order_id:
+            p.duplicate_post_same = False  # the API must use the business identity
+        if p.accepted and p.duplicate:
+            self._duplicate(p, token)
+        if local.random() < settings.poison_rate:
+            kind = POISON_KINDS[p.index % len(POISON_KINDS)]
+            marker = f"chaos-poison-{settings.seed}-{p.index}"
+            self.stack.send_raw_message(poison_body(kind, marker))
+            with self.lock:
+                self.poisons[marker] = kind
+        self.progress.add_submitted()
+
+    def _duplicate(self, p: Planned, token: str) -> None:
+        """The client retries the POST (same key), and SQS delivers the message again."""
+        again, again_body, _ = self.client.post(token, p.key, p.body)
+        p.duplicate_post_same = again == 202 and again_body.get("order_id") == p.order_id
+        redelivered = OrderAcceptedV2.for_order(
+            Order(
+                order_id=p.order_id,
+                customer_id=self.customer_ids[p.customer],
+                items=[OrderLine(**line) for line in p.body["items"]],
+                payment_method=p.body["payment_method"],
+                currency=p.body["currency"],
+            )
+        )
+        self.stack.send_raw_message(redelivered.model_dump_json())
+        with self.lock:
+            self.duplicates["sqs redelivery"] += 1
+            self.duplicates["client re-POST"] += 1
+
+
+def run_on(
+    stack: LocalStack,
+    settings: ChaosSettings,
+    *,
+    progress_stream: TextIO | None = None,
+) -> ChaosReport:
+    """Run the chaos against a running stack seeded with ``catalogue(settings)``."""
+    rng = random.Random(settings.seed)  # noqa: S311 - reproducible chaos, not cryptography
+    planned = plan(settings, rng)
+    tokens = [stack.customer_token(f"chaos-{i}@example.com") for i in range(CUSTOMERS)]
+    customer_ids = [str(jwt.decode(t, options={"verify_signature": False})["sub"]) for t in tokens]
+    for p in planned:
+        p.order_id = order_id_for(customer_ids[p.customer], p.key)
+    progress = Progress(settings.orders, progress_stream or sys.stderr, progress_stream is not None)
+    if stack.postgres is None:
+        raise RuntimeError("the local stack is not running")
+    dropper = DbDropper(stack.postgres.conninfo(), settings.db_drop_rate, settings.seed)
+    placer = _Placer(stack, settings, tokens, customer_ids, progress)
+    place = placer.place
+    poisons = placer.poisons
+    duplicates_sent = placer.duplicates
+
+    stop_watch = threading.Event()
+    accepted_ids = [p.order_id for p in planned]
+
+    def watch() -> None:
+        with stack.db() as conn:
+            while not stop_watch.wait(0.5):
+                row = conn.execute(
+                    "SELECT count(*) FROM orders WHERE status = ANY(%s)"
+                    " AND order_id::text = ANY(%s)",
+                    (list(TERMINAL), accepted_ids),
+                ).fetchone()
+                progress.settled = int(row[0]) if row else 0
+                progress.draw(force=True)
+
+    watcher = threading.Thread(target=watch, name="chaos-progress", daemon=True)
+    started = time.monotonic()
+    settled = False
+    with _random_payment_faults(stack, settings):
+        dropper.start()
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="chaos-client") as ex:
+                list(ex.map(place, planned))
+            progress.phase = "settling"
+            settled = stack.wait_until_settled(timeout_s=settings.settle_timeout_s)
+        finally:
+            dropper.stop()
+            stop_watch.set()
+            watcher.join(timeout=5)
+            injected_payment = stack.provider.faults.injected()
+    wall = time.monotonic() - started
+    progress.phase = "report"
+    progress.finish()
+
+    report = build_report(stack, settings, planned, poisons)
+    report.settled = settled
+    report.wall_s = wall
+    report.injected = _injected(planned, duplicates_sent, poisons, injected_payment, dropper)
+    return report
+
+
+def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr) -> ChaosReport:
+    """Start a local stack seeded for the chaos, run it, stop the stack."""
+
+    def say(message: str) -> None:
+        if progress_stream is not None:
+            print(f"chaos: {message}", file=progress_stream, flush=True)
+
+    with LocalStack(
+        cdk_out=settings.cdk_out,
+        pool_size=settings.pool_size,
+        catalogue=catalogue(settings),
+        say=say,
+        log_sink=lambda _record: None,
+    ) as stack:
+        return run_on(stack, settings, progress_stream=progress_stream)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ChaosSettings()
+    a = parser.add_argument
+    a("--orders", type=int, default=d.orders, help="orders to place (default %(default)s)")
+    a("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    a("--concurrency", type=int, default=d.concurrency, help="client threads (%(default)s)")
+    a(
+        "--duplicate-rate",
+        type=float,
+        default=d.duplicate_rate,
+        help="share of orders delivered twice",
+    )
+    a("--poison-rate", type=float, default=d.poison_rate, help="poison messages per order")
+    a("--payment-5xx-rate", type=float, default=d.payment_5xx_rate, help="per provider request")
+    a(
+        "--payment-timeout-rate",
+        type=float,
+        default=d.payment_timeout_rate,
+        help="per charge/refund; each costs the adapter's read timeout (5 s) of a worker",
+    )
+    a(
+        "--lost-response-rate",
+        type=float,
+        default=d.lost_response_rate,
+        help="per charge/refund: processed, response lost (= crash after the side effect)",
+    )
+    a("--db-drop-rate", type=float, default=d.db_drop_rate, help="backend kills per second")
+    a("--declined-rate", type=float, default=d.declined_rate, help="share of declined cards")
+    a("--hot-skus", type=int, default=d.hot_skus, help="SKUs with scarce stock (contention)")
+    a("--pool-size", type=int, default=d.pool_size, help="workers per function (%(default)s)")
+    a("--settle-timeout", type=float, default=d.settle_timeout_s, help="seconds")
+    a("--quiet", action="store_true", help="no progress line")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = ChaosSettings(
+        orders=args.orders,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        duplicate_rate=args.duplicate_rate,
+        poison_rate=args.poison_rate,
+        payment_5xx_rate=args.payment_5xx_rate,
+        payment_timeout_rate=args.payment_timeout_rate,
+        lost_response_rate=args.lost_response_rate,
+        db_drop_rate=args.db_drop_rate,
+        declined_rate=args.declined_rate,
+        hot_skus=args.hot_skus,
+        pool_size=args.pool_size,
+        settle_timeout_s=args.settle_timeout,
+    )
+    report = run(settings, progress_stream=None if args.quiet else sys.stderr)
+    print(report.render(), flush=True)
+    return 0 if report.ok else 1
+
+
+__all__ = ["ChaosReport", "ChaosSettings", "add_arguments", "catalogue", "main", "run", "run_on"]
