@@ -1,7 +1,9 @@
 """The one place AWS clients are built: explicit timeouts and retry budget (F03, F07).
 
-Clients are created lazily on first use and cached for the life of the execution environment
-(F04): importing a handler makes no client and no network call.
+Clients are created on first use and cached for the life of the execution environment (F04).
+The idempotency persistence layers are built at import, so a handler's init creates its
+DynamoDB client (and Powertools Tracer its X-Ray client) once; no import makes a network call
+(tests/catalogue/test_f04_cold_start.py).
 """
 
 from __future__ import annotations
