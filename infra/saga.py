@@ -41,7 +41,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.config import StageConfig, saga_execution_timeout
+from infra.config import SAGA_STEPS, StageConfig, saga_execution_timeout
 
 # Business step names. They are the state names in the ASL, the keys of ``steps`` and the
 # logical function names in docs/architecture.md: one word for one thing everywhere.
@@ -54,7 +54,10 @@ MARK_ORDER_FAILED: Final = "MarkOrderFailed"
 
 FORWARD_STEPS: Final = (RESERVE_INVENTORY, TAKE_PAYMENT, CONFIRM_ORDER)
 COMPENSATION_STEPS: Final = (REFUND_PAYMENT, RELEASE_INVENTORY, MARK_ORDER_FAILED)
-SAGA_STEPS: Final = FORWARD_STEPS + COMPENSATION_STEPS
+# infra/config.py owns the list (the timeout and attempt budgets count it); this module only
+# splits it into forward steps and compensations, and refuses to drift from it.
+if FORWARD_STEPS + COMPENSATION_STEPS != SAGA_STEPS:
+    raise ImportError("infra/saga.py step names disagree with infra.config.SAGA_STEPS")
 
 ORDER_CONFIRMED: Final = "OrderConfirmed"
 ORDER_FAILED: Final = "OrderFailed"
