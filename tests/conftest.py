@@ -41,4 +41,4 @@ MOTO_PORT = free_loopback_port()
 os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{MOTO_PORT}"
 os.environ["MOTO_PORT"] = str(MOTO_PORT)
 
-pytest_plugins = ["tests.fixtures", "tests.synth"]
+pytest_plugins = ["tests.fixtures", "tests.synth", "tests.localstack"]

@@ -12,7 +12,7 @@ import io
 import pytest
 
 from devstack.chaos import ChaosSettings, run
-from tests.e2e.conftest import CDK_OUT
+from tests.localstack import CDK_OUT
 
 # Payment timeouts are left at 0 here: each one holds a TakePayment worker for the adapter's
 # read timeout (5 s), which the CI time budget cannot afford; `make chaos` can enable them.

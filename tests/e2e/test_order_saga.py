@@ -14,7 +14,7 @@ from typing import Any
 
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
-from tests.e2e.conftest import Running, new_key
+from tests.localstack import Running, new_key
 
 
 def order(*lines: tuple[str, int], payment_method: str = "pm_card_visa") -> dict[str, Any]:
