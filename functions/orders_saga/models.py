@@ -16,6 +16,13 @@ Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$")]
 PaymentMethod = Annotated[str, StringConstraints(pattern=r"^pm_[a-z0-9_]{1,40}$")]
 Currency = Literal["EUR", "USD", "GBP"]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+# Identities are bounded too (F02, F11): an order id PostgreSQL's uuid column cannot store, or a
+# customer id big enough to push the execution input past Step Functions' 256 KB, would pass
+# validation and then fail on every delivery (a retry loop instead of the DLQ with a reason).
+# Order ids are the canonical form order_id_for() produces; customer ids are Cognito subs.
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+OrderId = Annotated[str, StringConstraints(pattern=rf"^{_UUID}$")]
+CustomerId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
 
 CURRENT_SCHEMA_VERSION = "2"
 
@@ -41,8 +48,8 @@ class PlaceOrderRequest(_Strict):
 class Order(_Strict):
     """The order as the saga sees it (the execution input's ``order``)."""
 
-    order_id: str
-    customer_id: str
+    order_id: OrderId
+    customer_id: CustomerId
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     payment_method: PaymentMethod
     currency: Currency
@@ -52,8 +59,8 @@ class OrderAcceptedV1(_Strict):
     """Previous message version: no currency field, every order was in EUR (F18)."""
 
     schema_version: Literal["1"]
-    order_id: str
-    customer_id: str
+    order_id: OrderId
+    customer_id: CustomerId
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     payment_method: PaymentMethod
     accepted_at: datetime
@@ -72,8 +79,8 @@ class OrderAcceptedV2(_Strict):
     """Current message version, written by the API function."""
 
     schema_version: Literal["2"]
-    order_id: str
-    customer_id: str
+    order_id: OrderId
+    customer_id: CustomerId
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     payment_method: PaymentMethod
     currency: Currency

@@ -20,3 +20,13 @@ def bind_order(order_id: str) -> None:
     logger.set_correlation_id(order_id)
     logger.append_keys(order_id=order_id)
     tracer.put_annotation(key="order_id", value=order_id)
+
+
+def unbind_order() -> None:
+    """Forget the order id before the next unit of work of the same invocation (F13).
+
+    An Intake batch handles several records in one invocation: without this, a record with no
+    order of its own (a malformed message) would be logged under the previous record's order.
+    """
+    logger.set_correlation_id(None)
+    logger.remove_keys(["order_id"])

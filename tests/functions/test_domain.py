@@ -34,7 +34,8 @@ def test_execution_name_fits_step_functions_limit() -> None:
 
 def test_previous_message_version_is_still_accepted_as_eur() -> None:
     message = TypeAdapter(OrderAccepted).validate_json(
-        '{"schema_version": "1", "order_id": "o", "customer_id": "c",'
+        '{"schema_version": "1", "order_id": "0f8fad5b-d9cb-469f-a165-70867728950e",'
+        ' "customer_id": "c",'
         ' "items": [{"sku": "SKU-APPLE", "quantity": 1}], "payment_method": "pm_card_visa",'
         ' "accepted_at": "2026-01-01T00:00:00Z"}'
     )

@@ -14,7 +14,7 @@ from orders_saga.adapters.database import database
 from orders_saga.adapters.messaging import dead_letter, start_saga
 from orders_saga.idempotency import idempotency_config, idempotent
 from orders_saga.models import Order, OrderAccepted
-from orders_saga.observability import bind_order, logger, metrics
+from orders_saga.observability import bind_order, logger, metrics, unbind_order
 
 _message_adapter: TypeAdapter[Any] = TypeAdapter(OrderAccepted)
 
@@ -24,6 +24,7 @@ start_saga_idempotency = idempotency_config(key="order_id", payload="@")
 def process_record(record: SQSRecord) -> None:
     """Validate, then start the saga. A message that can never succeed goes to the DLQ at once
     with its reason (no retry loop); anything else that fails is retried by SQS (F02)."""
+    unbind_order()  # the previous record's order is not this one's (F13)
     try:
         order = _message_adapter.validate_json(record.body).to_order()
     except ValidationError as error:
@@ -34,6 +35,17 @@ def process_record(record: SQSRecord) -> None:
         _start_once(order=order.model_dump(mode="json"))
     except IdempotencyValidationError:
         _reject(record, f"order id {order.order_id} reused with a different payload")
+    except Exception:
+        # SQS redelivers the record and, after maxReceiveCount, moves it to the DLQ as it is,
+        # with no reason attached: this line is where each attempt's reason is kept (F02).
+        logger.exception(
+            "record failed; SQS will redeliver it",
+            extra={
+                "message_id": record.message_id,
+                "receive_count": record.attributes.approximate_receive_count,
+            },
+        )
+        raise
 
 
 def _reject(record: SQSRecord, reason: str) -> None:
