@@ -165,12 +165,13 @@ def record_charge(
 ) -> PaymentRecord:
     """Store the provider's charge once; a repeat with the same charge is a no-op (F09)."""
     _lock_order(conn, order_id)
-    conn.execute(
+    inserted = conn.execute(
         "INSERT INTO payments"
         " (order_id, idempotency_key, charge_id, amount_cents, currency, status)"
-        " VALUES (%s, %s, %s, %s, %s, 'CHARGED') ON CONFLICT (order_id) DO NOTHING",
+        " VALUES (%s, %s, %s, %s, %s, 'CHARGED') ON CONFLICT (order_id) DO NOTHING"
+        " RETURNING order_id",
         (order_id, idempotency_key, charge_id, amount_cents, currency),
-    )
+    ).fetchone()
     record = get_payment(conn, order_id)
     if record is None or record.charge_id != charge_id:
         raise RuntimeError(f"order {order_id} already has a different charge: {record}")
@@ -179,7 +180,10 @@ def record_charge(
         " WHERE order_id = %s AND status = 'RESERVED'",
         (order_id,),
     )
-    _event(conn, order_id, "PAID", {"charge_id": charge_id, "amount_cents": amount_cents})
+    if inserted is not None:
+        # Only the first recording is history: a step re-run after its idempotency record
+        # expired (or after a crash past this commit) must not log a second PAID (F01).
+        _event(conn, order_id, "PAID", {"charge_id": charge_id, "amount_cents": amount_cents})
     return record
 
 
