@@ -205,7 +205,10 @@ class PaymentSettings:
     connect_timeout_s: float = 2.0  # F07
     read_timeout_s: float = 5.0  # F07
     breaker_fail_max: int = 5  # F19
-    breaker_reset_s: int = 30  # F19
+    # F19: how long an open breaker fails fast before one probe call. Shorter than the payment
+    # step's expected retry backoff (StageConfig checks it), or the breaker outlives the
+    # saga's retries and fails every order it rejects although the provider is back.
+    breaker_reset_s: int = 2
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,11 @@ class StageConfig:
                 "(SDK attempts x health-check timeout)"
             )
         check_connection_budget(self)
+        if self.payment.breaker_reset_s >= payment_expected_backoff_s(self):
+            raise ConfigError(
+                f"{self.name}: payment breaker_reset_s must be below the payment step's expected "
+                f"retry backoff, {payment_expected_backoff_s(self)} s (F19)"
+            )
         if self.alarms.intake_oldest_message_age_s <= poison_message_max_age_s(self):
             # F02: a poison message reaches this age before its DLQ move; the age alarm
             # would fire on every one instead of on a stalled Intake.
@@ -423,6 +431,17 @@ def saga_execution_timeout_s(config: StageConfig) -> int:
     retry = config.retry
     per_task = retry.total_attempts * config.task_timeout_s + sum(retry.max_delays_s())
     return len(SAGA_STEPS) * per_task
+
+
+def payment_expected_backoff_s(config: StageConfig) -> float:
+    """F19: how long the saga keeps retrying a payment step, on average.
+
+    Full jitter draws each wait uniformly in [0, bound], so the expected total wait is half
+    the sum of the bounds: (1 + 2 + 4) s / 2 = 3.5 s with the default budget. An open circuit
+    breaker that fails fast for longer than this rejects most orders' every retry, so it
+    would turn a provider blip into failed orders for its whole open period.
+    """
+    return sum(config.retry.max_delays_s()) / 2
 
 
 def saga_step_invocations_worst_case(config: StageConfig) -> int:

@@ -96,7 +96,7 @@ def payment_settings() -> PaymentSettings:
         connect_timeout_s=_float("PAYMENT_CONNECT_TIMEOUT_S", 2.0),
         read_timeout_s=_float("PAYMENT_READ_TIMEOUT_S", 5.0),
         breaker_fail_max=_int("PAYMENT_BREAKER_FAIL_MAX", 5),
-        breaker_reset_s=_float("PAYMENT_BREAKER_RESET_S", 30.0),
+        breaker_reset_s=_float("PAYMENT_BREAKER_RESET_S", 2.0),
     )
 
 
