@@ -167,7 +167,12 @@ class Database(Construct):
             },
         )
         self.instance.connections.allow_default_port_from(self.migrate.function, "migrations")
-        secret.grant_read(self.migrate.function)
+        # F20: GetSecretValue only (grant_read adds DescribeSecret, which Migrate never calls).
+        iam.Grant.add_to_principal(
+            grantee=self.migrate.function,
+            actions=["secretsmanager:GetSecretValue"],
+            resource_arns=[secret.secret_arn],
+        )
         self.migrate_trigger = triggers.Trigger(
             self,
             "MigrateTrigger",

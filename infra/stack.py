@@ -105,19 +105,27 @@ class OrdersSagaStack(cdk.Stack):
             {"ORDERS_QUEUE_URL": queues.orders_queue.queue_url},
             provisioned_concurrency=config.api.provisioned_concurrency,
         )
-        queues.orders_queue.grant_send_messages(api_fn.function)
+        # F20: SendMessage only. grant_send_messages adds GetQueueAttributes and GetQueueUrl,
+        # which the handler never calls (it has the URL); the queues use SQS-managed SSE, so
+        # no KMS grant either (tests/catalogue/test_f20_least_privilege.py).
+        queues.orders_queue.grant(api_fn.function, "sqs:SendMessage")
 
         # Intake: records the order row when the message did not come through the API
         # (ADR 0004), so it is a database user like the steps.
         intake_fn = db_function("Intake", {"INTAKE_DLQ_URL": queues.orders_dlq.queue_url})
-        queues.orders_dlq.grant_send_messages(intake_fn.function)
+        queues.orders_dlq.grant(intake_fn.function, "sqs:SendMessage")  # F20, as for Api
         connect_intake(intake_fn, queues.orders_queue, config=config)
 
         steps: dict[str, HardenedFunction] = {}
         for name in SAGA_STEPS:
             steps[name] = db_function(name, payment_env if name in PAYMENT_STEPS else None)
             if name in PAYMENT_STEPS:
-                payment_key.grant_read(steps[name].function)
+                # F20: GetSecretValue only (grant_read adds DescribeSecret, never called).
+                iam.Grant.add_to_principal(
+                    grantee=steps[name].function,
+                    actions=["secretsmanager:GetSecretValue"],
+                    resource_arns=[payment_key.secret_arn],
+                )
 
         self.saga = OrdersSaga(
             self,
