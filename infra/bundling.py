@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -82,19 +83,29 @@ def _compile_bytecode(root: Path) -> None:
     )
 
 
-def layer_fingerprint(lock_file: Path = LOCK_FILE) -> str:
+def layer_fingerprint(
+    lock_file: Path = LOCK_FILE, platforms: Sequence[str] = LAMBDA_PIP_PLATFORMS
+) -> str:
     """Identity of a layer build: the lock plus everything that changes which wheels we get."""
     digest = hashlib.sha256()
     digest.update(lock_file.read_bytes())
-    recipe = (LAYER_RECIPE_VERSION, LAMBDA_PYTHON_VERSION, *LAMBDA_PIP_PLATFORMS)
+    recipe = (LAYER_RECIPE_VERSION, LAMBDA_PYTHON_VERSION, *platforms)
     digest.update("\0".join(recipe).encode())
     digest.update(b"bytecode" if _running_lambda_python() else b"source-only")
     return digest.hexdigest()
 
 
-def build_layer(lock_file: Path = LOCK_FILE, build_dir: Path = BUILD_DIR) -> Path:
-    """Install the lock into `<build_dir>/layer-<fingerprint>/python` once; return that dir."""
-    fingerprint = layer_fingerprint(lock_file)
+def build_layer(
+    lock_file: Path = LOCK_FILE,
+    build_dir: Path = BUILD_DIR,
+    platforms: Sequence[str] = LAMBDA_PIP_PLATFORMS,
+) -> Path:
+    """Install the lock into `<build_dir>/layer-<fingerprint>/python` once; return that dir.
+
+    `platforms` are pip's `--platform` tags; only the deployed ones are ever uploaded. The
+    F16 proof builds the same recipe for this machine's architecture to import the handlers
+    from it (tests/catalogue/test_f16_built_assets.py)."""
+    fingerprint = layer_fingerprint(lock_file, platforms)
     cached = build_dir / f"layer-{fingerprint}"
     if (cached / "python").is_dir():
         return cached
@@ -102,7 +113,7 @@ def build_layer(lock_file: Path = LOCK_FILE, build_dir: Path = BUILD_DIR) -> Pat
     # Build beside the cache and rename: a concurrent synth never sees a half-built layer.
     staging = Path(tempfile.mkdtemp(prefix="layer-staging-", dir=build_dir))
     try:
-        platforms = [arg for platform in LAMBDA_PIP_PLATFORMS for arg in ("--platform", platform)]
+        platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
         subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
             [
                 sys.executable,
@@ -117,7 +128,7 @@ def build_layer(lock_file: Path = LOCK_FILE, build_dir: Path = BUILD_DIR) -> Pat
                 # which aws-xray-sdk declares but the runtime provides (ADR 0002).
                 "--no-deps",
                 "--require-hashes",
-                *platforms,
+                *platform_args,
                 "--implementation",
                 "cp",
                 "--only-binary=:all:",
