@@ -9,7 +9,29 @@ invoke, which this module routes to the registered invokers.
 Everything that differs from AWS on purpose is in one place each and announced at start:
 - ``local_overrides``: the environment variables that point the functions at local services;
 - ``ScaledRetrySleep``: moto's Step Functions retry waits, scaled (and recorded for tests);
-- ``_cached_sfn_client``: the interpreter's per-task boto3 client, cached (throughput only).
+- ``_cached_sfn_client``: the interpreter's per-task boto3 client, cached (throughput only);
+- ``_cached_asl_program``: a state machine's definition parsed once, not once per execution
+  (throughput only: the parsed program is stateless, each execution evaluates it afresh);
+- ``_cached_backend_for_host``: moto's server looks up the backend per request by listing its
+  package directory and trying ~200 URL patterns; the answer per host is cached (throughput only);
+- ``_retention_period_check``: moto's SQS checks each received message's retention by
+  computing *all* queue attributes (three scans over every message in the queue), quadratic
+  with a backlog; it reads the one attribute instead (throughput only);
+- ``_queue_attributes`` / ``_get_queue_attributes`` / ``_send_message``: moto computes a queue's
+  attributes with three scans over all of its messages (a clock read per message each), and
+  ``GetQueueAttributes`` with N names computes them 2N+1 times; ``SendMessage`` computes them
+  all to read ``ContentBasedDeduplication``. The same answers with one scan, computed once per
+  ``GetQueueAttributes`` and without the counts inside ``SendMessage`` (throughput only);
+- ``devstack.moto_process.SEPARATE_SERVICES`` (DynamoDB): served by a second moto server in its
+  own process, reached through ``AWS_ENDPOINT_URL_DYNAMODB``, so a second core serves it (the
+  same moto code; throughput only).
+- ``devstack.moto_process.KeepAliveRequestHandler``: both moto servers keep HTTP/1.1
+  connections open (werkzeug's development server closes every one, so each AWS call paid a
+  TCP connect and a new server thread; throughput only).
+- ``TRACING_OFF_ENV`` (opt-in, ``LocalStack(tracing=False)``; the chaos run's default, its
+  ``--tracing`` turns it back on): the workers run with Powertools Tracer disabled, so botocore
+  is not patched by the X-Ray SDK (locally no daemon reads the segments; ~1/3 of a worker's CPU
+  went into them). The demo and the end-to-end tests keep tracing on (throughput only).
 """
 
 from __future__ import annotations
@@ -34,8 +56,13 @@ from typing import Any, Final, Protocol
 
 import boto3
 import moto.awslambda.models as lambda_models
+import moto.sqs.models as sqs_models
 from botocore.config import Config
+from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
+from moto.moto_server import threaded_moto_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import ThreadedMotoServer
+from moto.sqs.exceptions import InvalidAttributeName
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 # Imported so their ``boto_client_for`` is bound before _patch_moto swaps it (see there).
@@ -43,8 +70,16 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_sqs,
 )
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from devstack.lambda_runtime import DEFAULT_CODE_ROOT, FunctionConfig, Invoker
+from devstack.moto_process import (
+    SEPARATE_SERVICES,
+    KeepAliveRequestHandler,
+    MotoProcess,
+    endpoint_env_var,
+)
 from devstack.template import LOCAL_ACCOUNT_ID, CfnTemplate, Resolver, TemplateError
 
 _SFN_TASK_MODULES: Final = (lambda_eval_utils, state_task_service_sqs)
@@ -55,6 +90,8 @@ LOCAL_CREDENTIALS: Final = {
 }
 DEFAULT_RETRY_SLEEP_SCALE: Final = 0.01
 DEFAULT_PAYMENT_API_KEY: Final = "sk_local_devstack"  # the local fake's key
+TRACING_OFF_ENV: Final = {"POWERTOOLS_TRACE_DISABLED": "true"}
+"""Added to every function's environment when a local run opts out of tracing (docstring)."""
 
 Say = Callable[[str], None]
 
@@ -156,6 +193,8 @@ class LocalResources:
     payment_key_secret_arn: str | None
     functions: Mapping[str, LocalFunction]  # logical id -> function
     aws_env: Mapping[str, str] = field(default_factory=dict)  # endpoint, credentials, region
+    # SQS event source mapping logical id -> its UUID in moto (the State the poller follows)
+    event_source_mappings: Mapping[str, str] = field(default_factory=dict)
 
     def function(self, key: str) -> LocalFunction:
         """A function by logical id, function name, handler (``orders_saga.handlers.api.handler``)
@@ -199,6 +238,7 @@ class LocalAws:
         self._server: ThreadedMotoServer | None = None
         self._undo: list[Callable[[], None]] = []
         self.endpoint_url = ""
+        self.service_endpoints: dict[str, str] = {}  # SEPARATE_SERVICES -> the child's URL
         self.resources: LocalResources | None = None
 
     # lifecycle
@@ -215,10 +255,15 @@ class LocalAws:
         self.stop()
 
     def start(self) -> LocalResources:
+        # The second moto process boots (imports moto) while this one starts its own server.
+        separate = MotoProcess(_free_port())
+        separate.start()
+        self._undo.append(separate.stop)
         port = _free_port()
         # moto's Step Functions interpreter calls Lambda/SQS through the server at MOTO_PORT.
         self._set_env("MOTO_PORT", str(port))
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._patch(threaded_moto_server, "MotoRequestHandler", KeepAliveRequestHandler)
         self._server.start()
         self._undo.append(self._server.stop)
         self.endpoint_url = f"http://127.0.0.1:{port}"
@@ -230,6 +275,12 @@ class LocalAws:
             lambda: self._moto_api("config", {"stepfunctions": {"execute_state_machine": False}})
         )
         self._patch_moto()
+        separate.wait_ready()
+        self.service_endpoints = dict.fromkeys(SEPARATE_SERVICES, separate.endpoint_url)
+        self.say(
+            f"moto {separate.endpoint_url} (own process, the second core): "
+            f"{', '.join(SEPARATE_SERVICES)}"
+        )
         self.resources = self._create_all()
         self.say(
             f"moto {self.endpoint_url}: resources created from {self.template.stack_name} "
@@ -242,12 +293,17 @@ class LocalAws:
             with contextlib.suppress(Exception):
                 self._undo.pop()()
         self._server = None
+        self.service_endpoints = {}
+
+    def endpoint_for(self, service: str) -> str:
+        """The local endpoint that serves ``service`` (boto3's service name)."""
+        return self.service_endpoints.get(service, self.endpoint_url)
 
     def client(self, service: str) -> Any:
         """A boto3 client for this local AWS (the parent's own calls)."""
         return boto3.client(
             service,  # type: ignore[call-overload]
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.endpoint_for(service),
             region_name=self.template.region,
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -328,10 +384,38 @@ class LocalAws:
         )
         # 3. One cached client per service for the interpreter's tasks: building a boto3 client
         #    per task halves throughput (MOTO-NOTES); behaviour is unchanged.
-        cached = _cached_sfn_client(self.endpoint_url)
+        cached = _cached_sfn_client(self.endpoint_for)
         for name, module in list(sys.modules.items()):
             if name.startswith("moto.stepfunctions.parser") and hasattr(module, "boto_client_for"):
                 self._patch(module, "boto_client_for", cached)
+        # 4. The definition is parsed (ANTLR) once per state machine, not once per execution:
+        #    parsing was ~40% of this process's CPU in a chaos run (py-spy).
+        self._patch(ExecutionWorker, "_get_evaluation_entrypoint", _cached_asl_program())
+        # 5. moto's request router: one cached answer per host instead of a directory listing
+        #    and a regex scan under a global lock on every request.
+        self._patch(
+            DomainDispatcherApplication,
+            "get_backend_for_host",
+            _cached_backend_for_host(DomainDispatcherApplication.get_backend_for_host),
+        )
+        # 6. SQS receive: the retention check reads one attribute, not all of them.
+        self._patch(
+            sqs_models.SQSBackend,
+            "is_message_valid_based_on_retention_period",
+            _retention_period_check,
+        )
+        # 7. SQS queue attributes: one scan for the three counts, once per GetQueueAttributes,
+        #    none in SendMessage (which reads only ContentBasedDeduplication).
+        self._patch(sqs_models.Queue, "attributes", property(_queue_attributes))
+        self._patch(sqs_models.SQSBackend, "get_queue_attributes", _get_queue_attributes)
+        self._patch(
+            sqs_models.SQSBackend, "send_message", _send_message(sqs_models.SQSBackend.send_message)
+        )
+        self.say(
+            "moto shortcuts (throughput only): cached Step Functions clients, parsed "
+            "definitions and request routing; SQS retention check and queue attributes "
+            "without repeated queue scans; HTTP keep-alive in both moto servers"
+        )
 
     def _patch(self, owner: Any, attr: str, value: Any) -> None:
         before = getattr(owner, attr)
@@ -380,6 +464,7 @@ class LocalAws:
         pool_id, client_id = self._create_user_pool()
         functions = self._create_functions(role, db_secret)
         machines = self._create_state_machines(role)
+        mappings = self._create_event_source_mappings(functions)
 
         queue_urls = {q.logical_id: r.physical[q.logical_id].ref for q in t.queues()}
         queue_arns = {q.logical_id: r.physical[q.logical_id].attributes["Arn"] for q in t.queues()}
@@ -406,12 +491,14 @@ class LocalAws:
             payment_key_secret_arn=self._ref_of(env_refs.get("PAYMENT_API_KEY_SECRET_ARN")),
             functions=functions,
             aws_env=self._aws_env(),
+            event_source_mappings=mappings,
         )
 
     def _aws_env(self) -> dict[str, str]:
         """What every function process needs to reach this local AWS."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
+            **{endpoint_env_var(svc): url for svc, url in self.service_endpoints.items()},
             "AWS_DEFAULT_REGION": self.template.region,
             "AWS_REGION": self.template.region,
             **LOCAL_CREDENTIALS,
@@ -706,6 +793,41 @@ class LocalAws:
             )
         return out
 
+    def _create_event_source_mappings(
+        self, functions: Mapping[str, LocalFunction]
+    ) -> dict[str, str]:
+        """The SQS mappings as moto records, so ``orders-ops intake pause|resume`` (F19) and
+        ``aws lambda update-event-source-mapping`` switch them; the local poller follows their
+        State. moto's own synchronous SQS -> Lambda trigger is detached: polling is the
+        platform's job, done by ``devstack.event_source`` with the template's settings."""
+        from moto.sqs.models import sqs_backends
+
+        lam = self.client("lambda")
+        uuids: dict[str, str] = {}
+        for spec in self.template.event_source_mappings():
+            fn = functions.get(spec.function_logical_id)
+            if fn is None:
+                continue
+            target = fn.name
+            if self.template.resource(spec.target_logical_id).type == "AWS::Lambda::Alias":
+                target = f"{fn.name}:{fn.alias_arn.rsplit(':', 1)[-1]}"
+            queue_arn = self.resolver.physical[spec.queue_logical_id].attributes["Arn"]
+            kwargs: dict[str, Any] = {
+                "EventSourceArn": queue_arn,
+                "FunctionName": target,
+                "BatchSize": spec.batch_size,
+                "MaximumBatchingWindowInSeconds": spec.maximum_batching_window_s,
+                "Enabled": spec.enabled,
+            }
+            if spec.report_batch_item_failures:
+                kwargs["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
+            if spec.maximum_concurrency is not None:
+                kwargs["ScalingConfig"] = {"MaximumConcurrency": spec.maximum_concurrency}
+            uuids[spec.logical_id] = lam.create_event_source_mapping(**kwargs)["UUID"]
+            _, _, _, region, account, queue_name = queue_arn.split(":")
+            sqs_backends[account][region].queues[queue_name].lambda_event_source_mappings.clear()
+        return uuids
+
     def _create_state_machines(self, role: str) -> list[str]:
         # Made with create_state_machine, not moto's CloudFormation: those do not execute.
         sfn = self.client("stepfunctions")
@@ -730,7 +852,7 @@ class LocalAws:
         return arns
 
 
-def _cached_sfn_client(endpoint_url: str) -> Callable[..., Any]:
+def _cached_sfn_client(endpoint_for: Callable[[str], str]) -> Callable[..., Any]:
     clients: dict[tuple[str, str], Any] = {}
     lock = threading.Lock()
 
@@ -741,7 +863,7 @@ def _cached_sfn_client(endpoint_url: str) -> Callable[..., Any]:
                 clients[key] = boto3.client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
-                    endpoint_url=endpoint_url,
+                    endpoint_url=endpoint_for(service),
                     aws_access_key_id="ak",
                     aws_secret_access_key="sk",  # noqa: S106 - moto's
                     config=Config(
@@ -755,6 +877,134 @@ def _cached_sfn_client(endpoint_url: str) -> Callable[..., Any]:
             return clients[key]
 
     return boto_client_for
+
+
+def _cached_asl_program() -> Callable[[ExecutionWorker], Any]:
+    """``ExecutionWorker._get_evaluation_entrypoint``, parsing each definition once.
+
+    The parsed program holds no execution state (every execution evaluates it against its own
+    ``Environment``; moto already shares one program between a Map's concurrent iterations)."""
+    programs: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def _get_evaluation_entrypoint(worker: ExecutionWorker) -> Any:
+        definition = worker._evaluation_details.state_machine_details.definition
+        with lock:
+            program = programs.get(definition)
+        if program is None:
+            program = AmazonStateLanguageParser.parse(definition)[0]
+            with lock:
+                program = programs.setdefault(definition, program)
+        return program
+
+    return _get_evaluation_entrypoint
+
+
+def _cached_backend_for_host(
+    lookup: Callable[[DomainDispatcherApplication, str | None], Any],
+) -> Callable[[DomainDispatcherApplication, str | None], Any]:
+    answers: dict[str | None, Any] = {}
+
+    def get_backend_for_host(app: DomainDispatcherApplication, host: str | None) -> Any:
+        if host not in answers:  # called under the dispatcher's own lock
+            answers[host] = lookup(app, host)
+        return answers[host]
+
+    return get_backend_for_host
+
+
+def _retention_period_check(
+    backend: sqs_models.SQSBackend, queue_name: str, message: sqs_models.Message
+) -> bool:
+    """``SQSBackend.is_message_valid_based_on_retention_period`` with the same answer: moto's
+    reads ``MessageRetentionPeriod`` through ``get_queue_attributes``, which computes every
+    attribute, including three counts over all of the queue's messages, per received message."""
+    queue = backend.get_queue(queue_name)
+    retention_period = int(queue.message_retention_period)  # type: ignore[attr-defined]
+    return bool(retention_period + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+
+_COUNT_ATTRIBUTES: Final = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessagesNotVisible",
+)
+_sending = threading.local()  # set while SQSBackend.send_message runs on this thread
+
+
+def _queue_counts(queue: sqs_models.Queue) -> dict[str, int]:
+    """moto's three ``approximate_number_of_messages*`` in one scan, with one clock read."""
+    now = unix_time_millis()
+    available = delayed = not_visible = 0
+    for message in queue._messages:
+        is_delayed = now < message.delayed_until
+        is_visible = now > message.visible_at
+        delayed += is_delayed
+        not_visible += not is_visible
+        available += is_visible and not is_delayed
+    return {
+        "ApproximateNumberOfMessages": available,
+        "ApproximateNumberOfMessagesDelayed": delayed,
+        "ApproximateNumberOfMessagesNotVisible": not_visible,
+    }
+
+
+def _queue_attributes(queue: sqs_models.Queue) -> dict[str, Any]:
+    """``Queue.attributes`` (moto 5.2), its counts from ``_queue_counts``; inside
+    ``send_message`` (which reads ``ContentBasedDeduplication`` only) without the counts."""
+    counts = {} if getattr(_sending, "active", False) else _queue_counts(queue)
+    names = list(queue.BASE_ATTRIBUTES)
+    if queue.fifo_queue:
+        names += queue.FIFO_ATTRIBUTES
+    if queue.kms_master_key_id:  # type: ignore[attr-defined]
+        names += queue.KMS_ATTRIBUTES
+    result: dict[str, Any] = {}
+    for name in names:
+        if name in _COUNT_ATTRIBUTES:
+            if counts:
+                result[name] = counts[name]
+        else:
+            result[name] = getattr(queue, camelcase_to_underscores(name))
+    if queue.policy:
+        result["Policy"] = queue.policy
+    if queue.redrive_policy:
+        result["RedrivePolicy"] = json.dumps(queue.redrive_policy)
+    for key, value in result.items():
+        if isinstance(value, bool):
+            result[key] = str(value).lower()
+    return result
+
+
+def _get_queue_attributes(
+    backend: sqs_models.SQSBackend, queue_name: str, attribute_names: list[str]
+) -> dict[str, Any]:
+    """``SQSBackend.get_queue_attributes`` (moto 5.2), computing the attributes once."""
+    queue = backend.get_queue(queue_name)
+    if not attribute_names:
+        return {}
+    valid_names = ["All", *queue.BASE_ATTRIBUTES, *queue.FIFO_ATTRIBUTES, *queue.KMS_ATTRIBUTES]
+    invalid_name = next((name for name in attribute_names if name not in valid_names), None)
+    if invalid_name or invalid_name == "":
+        raise InvalidAttributeName(invalid_name)
+    attributes = queue.attributes
+    if "All" in attribute_names:
+        return attributes
+    return {
+        name: attributes[name]
+        for name in attribute_names
+        if name in attributes and attributes[name] is not None
+    }
+
+
+def _send_message(original: Callable[..., Any]) -> Callable[..., Any]:
+    def send_message(*args: Any, **kwargs: Any) -> Any:
+        _sending.active = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _sending.active = False
+
+    return send_message
 
 
 def _in_code_root(handler: str, code_root: Path) -> bool:
@@ -789,6 +1039,7 @@ def _free_port() -> int:
 
 __all__ = [
     "DEFAULT_RETRY_SLEEP_SCALE",
+    "TRACING_OFF_ENV",
     "LocalAws",
     "LocalFunction",
     "LocalResources",

@@ -7,34 +7,43 @@ bounded pool of client threads. Faults, each with its own rate flag:
   client re-POSTs with the same ``Idempotency-Key`` (F01);
 * poison messages: raw malformed messages straight onto the orders queue (F02, F11);
 * payment 5xx, payment timeout and lost payment response: per-request random faults of the fake
-  provider (F09, F19). A lost response *is* the "handler crash after its side effect and
-  before its response": the charge (or refund) happened, the step sees a failure;
+  provider (F09, F19): the charge (or refund) happened, the step sees a failure;
+* handler crash after its side effect and before its response: for a share of the orders, the
+  provider books the charge and then TakePayment's execution environment is SIGKILLed before
+  the response reaches it (``CrashAfterCharge``; F01/F09): the retry must wait out the dead
+  attempt's idempotency record and replay the charge, never book a second one;
 * DB connection drop: a background thread terminates the functions' PostgreSQL backends
   (``application_name = 'orders-saga'``) with ``pg_terminate_backend`` at random moments (F06);
 * hot SKUs: a few SKUs with little stock that many orders compete for (F10).
 
-The report is read from the system's own records: PostgreSQL, the provider's ledger, Step
-Functions executions, the DLQs and the invocation counter. Exit status 1 on any violation.
+The report is read from the system's own records (``devstack.invariants``, shared with
+``make demo``): PostgreSQL, the provider's ledger, Step Functions executions, the DLQs and the
+invocation counter. Exit status 1 on any violation. It also prints wall time, orders/s and the
+CPU the run used, so a figure measured on a busy machine can be judged.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import random
+import resource
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import jwt
 import psycopg
@@ -42,15 +51,30 @@ import urllib3
 from orders_saga.logic.order_identity import order_id_for
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
+from devstack import invariants
+from devstack.aws import DEFAULT_PAYMENT_API_KEY
+from devstack.invariants import TERMINAL, Records
+from devstack.lambda_runtime import discard_logs
+from devstack.payment_provider import PaymentProvider, _DropConnection
 from devstack.stack import LocalStack
 
-TERMINAL = frozenset({"CONFIRMED", "FAILED"})
 APP_NAME = "orders-saga"  # the functions' PostgreSQL application_name (adapters/database.py)
 REGULAR_SKUS = 8
 CUSTOMERS = 8
 HOT_SHARE = 0.3  # share of orders with a hot SKU line when --hot-skus > 0
 DECLINED_CARD = "pm_card_declined"
 CLIENT_ATTEMPTS = 5  # a well-behaved client: bounded retries, same key, backoff with jitter
+# The functions an order passes through (handler module names): warmed before the clock starts.
+ORDER_PATH = (
+    "api",
+    "intake",
+    "reserve_inventory",
+    "take_payment",
+    "confirm_order",
+    "refund_payment",
+    "release_inventory",
+    "mark_order_failed",
+)
 
 
 # --------------------------------------------------------------------------- settings
@@ -66,12 +90,17 @@ class ChaosSettings:
     payment_5xx_rate: float = 0.05
     payment_timeout_rate: float = 0.0
     lost_response_rate: float = 0.05
+    crash_after_side_effect_rate: float = 0.01  # share of orders whose TakePayment is killed
     db_drop_rate: float = 0.5  # backend terminations per second while orders are in flight
     declined_rate: float = 0.02
     hot_skus: int = 3
-    pool_size: int = 2
+    # Environments per function, capped by each function's reserved concurrency (dev: 4 for
+    # the saga steps). Pools grow only when all environments are busy.
+    pool_size: int = 4
     settle_timeout_s: float = 600.0
     cdk_out: Path = Path("cdk.out")
+    # Powertools Tracer in the workers; off by default here (throughput only, announced).
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if self.orders < 1 or self.concurrency < 1 or self.pool_size < 1:
@@ -82,6 +111,7 @@ class ChaosSettings:
             self.payment_5xx_rate,
             self.payment_timeout_rate,
             self.lost_response_rate,
+            self.crash_after_side_effect_rate,
             self.declined_rate,
         )
         if not all(0.0 <= p <= 1.0 for p in probabilities):
@@ -96,6 +126,7 @@ class ChaosSettings:
             "payment 5xx": self.payment_5xx_rate > 0,
             "payment timeout": self.payment_timeout_rate > 0,
             "payment lost response": self.lost_response_rate > 0,
+            "crash after side effect": self.crash_after_side_effect_rate > 0,
             "db connection drop": self.db_drop_rate > 0,
             "hot sku contention": self.hot_skus > 0,
         }
@@ -129,6 +160,7 @@ class Planned:
     key: str
     body: dict[str, Any]
     duplicate: bool
+    crash: bool = False  # TakePayment's environment dies after the charge (if it charges)
     order_id: str = ""
     http_status: int | None = None
     accepted: bool = False
@@ -157,6 +189,7 @@ def plan(settings: ChaosSettings, rng: random.Random) -> list[Planned]:
                 key=f"chaos-{settings.seed}-{index}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
                 body=body,
                 duplicate=rng.random() < settings.duplicate_rate,
+                crash=rng.random() < settings.crash_after_side_effect_rate,
             )
         )
     return planned
@@ -278,6 +311,67 @@ class DbDropper:
                     self.errors += 1
 
 
+class HookedProvider(PaymentProvider):
+    """The fake provider plus one hook: ``on_charge(reference)`` runs after a new charge is
+    booked and before its response is written. When the hook returns True (it killed the
+    caller) nothing is written, as for a lost response."""
+
+    def __init__(self, *, api_key: str = DEFAULT_PAYMENT_API_KEY) -> None:
+        super().__init__(api_key=api_key)
+        self.on_charge: Callable[[str], bool] | None = None
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: Message,
+        raw: bytes,
+    ) -> tuple[int, dict[str, Any], bool]:
+        status, body, replayed = super()._api(method, path, query, headers, raw)
+        hook = self.on_charge
+        booked = (method, path, status, replayed) == ("POST", "/v1/charges", 201, False)
+        if hook is not None and booked and hook(str(body.get("reference", ""))):
+            raise _DropConnection
+        return status, body, replayed
+
+
+class CrashAfterCharge:
+    """The "handler crash after its side effect, before its response" fault (F01/F09).
+
+    For each chosen order, the first time the provider books its charge, the TakePayment
+    environment handling that order is SIGKILLed (its ``current_event`` names the order). The
+    charge stays; Lambda reports ``Runtime.ExitError``; Step Functions retries, and the retry
+    must outlast the dead attempt's idempotency record and replay the charge by its key.
+    """
+
+    def __init__(self, stack: LocalStack, order_ids: set[str]) -> None:
+        if stack.resources is None:
+            raise RuntimeError("the local stack is not running")
+        self.pool = stack.pools[stack.resources.function("take_payment").logical_id]
+        self._pending = set(order_ids)
+        self._lock = threading.Lock()
+        self.crashed: list[str] = []
+
+    def on_charge(self, reference: str) -> bool:
+        with self._lock:
+            if reference not in self._pending:
+                return False
+            self._pending.discard(reference)
+        killed = False
+        for worker in self.pool.workers:
+            event = worker.current_event
+            order = event.get("order") if isinstance(event, dict) else None
+            pid = worker.pid
+            if isinstance(order, dict) and order.get("order_id") == reference and pid:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        if killed:
+            with self._lock:
+                self.crashed.append(reference)
+        return killed
+
+
 # --------------------------------------------------------------------------- progress
 
 
@@ -347,6 +441,9 @@ class ChaosReport:
     attempts_max: int = 0
     attempts_worst_case: int = 0
     wall_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    # CPU seconds between the clock's start and the settled stack (no start-up, no warm-up).
+    run_cpu_s: dict[str, float] = field(default_factory=dict)
     settled: bool = True
 
     @property
@@ -359,20 +456,20 @@ class ChaosReport:
 
     def render(self) -> str:
         out = ["", "orders:"]
-        out += [f"  {name:<34} {value}" for name, value in self.counts.items()]
+        out += [f"  {name:<36} {value}" for name, value in self.counts.items()]
         out.append("in DLQ, by reason:")
         out += [f"  {reason[:70]:<70} {n}" for reason, n in sorted(self.dlq_reasons.items())]
         if not self.dlq_reasons:
             out.append("  (none)")
         out.append("faults injected:")
-        out += [f"  {name:<34} {value}" for name, value in self.injected.items()]
+        out += [f"  {name:<36} {value}" for name, value in self.injected.items()]
         out.append(
             f"attempts per order (saga step invocations): p50 {self.attempts_p50:g},"
             f" p99 {self.attempts_p99:g}, max {self.attempts_max}"
             f" (documented worst case {self.attempts_worst_case})"
         )
         out.append("invariants (all must be 0):")
-        out += [f"  {name:<34} {value}" for name, value in self.violations.items()]
+        out += [f"  {name:<36} {value}" for name, value in self.violations.items()]
         for name, ids in self.examples.items():
             if ids and self.violations.get(name):
                 out.append(f"  e.g. {name}: {', '.join(ids[:5])}")
@@ -382,6 +479,18 @@ class ChaosReport:
             f"{self.counts.get('submitted', 0)} orders in {self.wall_s:.1f} s"
             f" ({self.orders_per_s:.1f} orders/s)"
         )
+        if self.cpu_s:
+            parts = ", ".join(f"{name} {value:.0f} s" for name, value in self.cpu_s.items())
+            out.append(f"CPU used (whole process tree, incl. start-up): {parts}")
+        if self.run_cpu_s:
+            parts = ", ".join(f"{name} {value:.1f} s" for name, value in self.run_cpu_s.items())
+            out.append(f"CPU used while the clock ran: {parts}")
+            if submitted := self.counts.get("submitted", 0):
+                stack = sum(v for k, v in self.run_cpu_s.items() if k != POSTGRES_CPU)
+                out.append(
+                    f"CPU per order while the clock ran: {stack / submitted:.3f} CPU-s"
+                    f" (+ {self.run_cpu_s.get(POSTGRES_CPU, 0.0) / submitted:.3f} PostgreSQL)"
+                )
         out.append("RESULT: all invariants hold" if self.ok else "RESULT: FAILED")
         return "\n".join(out)
 
@@ -403,57 +512,6 @@ def worst_case_attempts() -> int:
     return saga_step_invocations_worst_case(stage_config("dev"))
 
 
-def _reason(message: dict[str, Any]) -> str:
-    attrs = message.get("MessageAttributes", {})
-    reason = str(attrs.get("failure_reason", {}).get("StringValue", ""))
-    return reason or "no failure_reason attribute (redriven at maxReceiveCount?)"
-
-
-def _scan_dlqs(
-    stack: LocalStack, order_ids: set[str], poisons: set[str]
-) -> tuple[dict[str, int], dict[str, str], set[str]]:
-    """(count per queue and reason, order id -> queue, poison markers found) over every DLQ."""
-    res = stack.resources
-    queues = {
-        "intake DLQ": res.intake_dlq_url if res else None,
-        "orders DLQ": res.orders_dlq_url if res else None,
-        "needs attention": res.needs_attention_queue_url if res else None,
-    }
-    reasons: Counter[str] = Counter()
-    in_dlq: dict[str, str] = {}
-    found: set[str] = set()
-    seen: set[str] = set()
-    for name, url in queues.items():
-        if url is None or url in seen:  # the intake DLQ may be the orders DLQ
-            continue
-        seen.add(url)
-        for message in stack.queue_messages(url):
-            body = str(message.get("Body", ""))
-            reasons[f"{name}: {_reason(message).split(':')[0]}"] += 1
-            found.update(marker for marker in poisons if marker in body)
-            in_dlq.update((oid, name) for oid in order_ids if oid in body)
-    return dict(reasons), in_dlq, found
-
-
-def _db_records(stack: LocalStack) -> tuple[list[Any], list[Any], list[Any]]:
-    """(orders, held reservations per order, stock per SKU) from PostgreSQL."""
-    with stack.db() as conn:
-        rows = conn.execute(
-            "SELECT order_id::text, status, coalesce(amount_cents, 0) FROM orders"
-        ).fetchall()
-        held_rows = conn.execute(
-            "SELECT order_id::text, sum(quantity) FROM reservations"
-            " WHERE released_at IS NULL GROUP BY order_id"
-        ).fetchall()
-        stock_rows = conn.execute(
-            "SELECT i.sku, i.available,"
-            " coalesce(sum(r.quantity) FILTER (WHERE r.released_at IS NULL), 0)"
-            " FROM inventory i LEFT JOIN reservations r ON r.sku = i.sku"
-            " GROUP BY i.sku, i.available"
-        ).fetchall()
-    return list(rows), list(held_rows), list(stock_rows)
-
-
 def build_report(
     stack: LocalStack,
     settings: ChaosSettings,
@@ -461,43 +519,26 @@ def build_report(
     poisons: dict[str, str],
 ) -> ChaosReport:
     report = ChaosReport(settings=settings)
+    records = Records.read(stack)
     order_ids = {p.order_id for p in planned}
-    report.dlq_reasons, in_dlq, poison_found = _scan_dlqs(stack, order_ids, set(poisons))
-    ledger = stack.provider.ledger
-    charges = ledger.charges
-    refunds = ledger.refunds
-    charge_ids = {c.charge_id for c in charges}
-    refunded = {r.charge_id for r in refunds}
-    charge_counts = Counter(c.reference for c in charges)
-    net: Counter[str] = Counter()
-    for c in charges:
-        if c.charge_id not in refunded:
-            net[c.reference] += c.amount_cents
-    rows, held_rows, stock_rows = _db_records(stack)
-    status = {str(r[0]): str(r[1]) for r in rows}
-    amount = {str(r[0]): int(r[2]) for r in rows}
-    held = {str(r[0]): int(r[1]) for r in held_rows}
-    initial = {sku: units for sku, _, _, units in stack.catalogue}
-    oversold = [
-        str(sku)
-        for sku, avail, reserved in stock_rows
-        if avail < 0 or avail + reserved != initial.get(sku, avail + reserved)
-    ]
-
-    executions = stack.executions()
-    running = [e for e in executions if e["status"] == "RUNNING"]
-    execs_per_order = Counter(str(e["name"]).removeprefix("order-") for e in executions)
-
     accepted = [p for p in planned if p.accepted]
-    confirmed = [p for p in accepted if status.get(p.order_id) == "CONFIRMED"]
-    failed = [p for p in accepted if status.get(p.order_id) == "FAILED"]
-    compensated = [p for p in failed if not net[p.order_id] and not held.get(p.order_id)]
-    lost = [p for p in accepted if p.order_id not in status and p.order_id not in in_dlq]
-    not_terminal = [
-        p
-        for p in accepted
-        if p.order_id in status and status[p.order_id] not in TERMINAL and p.order_id not in in_dlq
-    ]
+    accepted_ids = [p.order_id for p in accepted]
+
+    reasons: Counter[str] = Counter()
+    poison_found: set[str] = set()
+    for queue, messages in records.dead_letters.items():
+        for message in messages:
+            reasons[f"{queue}: {invariants.failure_reason(message).split(':')[0]}"] += 1
+            body = str(message.get("Body", ""))
+            poison_found.update(marker for marker in poisons if marker in body)
+    report.dlq_reasons = dict(reasons)
+    in_dlq = records.in_dead_letters(accepted_ids)
+
+    found = invariants.check(records, accepted_ids)
+    status = records.status
+    confirmed = [oid for oid in accepted_ids if status.get(oid) == "CONFIRMED"]
+    failed = [oid for oid in accepted_ids if status.get(oid) == "FAILED"]
+    not_compensated = set(found["failed, not compensated"])
     report.counts = {
         "submitted": len(accepted),
         "rejected by the API (4xx)": sum(
@@ -508,45 +549,34 @@ def build_report(
         ),
         "client retries": sum(p.client_retries for p in planned),
         "confirmed": len(confirmed),
-        "failed and compensated": len(compensated),
-        "in a DLQ": sum(1 for p in accepted if p.order_id in in_dlq),
-        "not terminal": len(not_terminal),
-        "saga executions": len(executions),
+        "failed and compensated": sum(1 for oid in failed if oid not in not_compensated),
+        "in a DLQ": sum(1 for oid in accepted_ids if oid in in_dlq),
+        "not terminal": len(found["not terminal"]),
+        "lost (submitted but nowhere)": len(found["lost (submitted but nowhere)"]),
+        "saga executions": len(records.executions),
     }
 
-    confirmed_wrong_charge = [
-        p.order_id for p in confirmed if net[p.order_id] != amount.get(p.order_id, -1)
-    ]
-    failed_not_compensated = [p.order_id for p in failed if p not in compensated]
-    double = [ref for ref, n in charge_counts.items() if n > 1]
-    orphan_refunds = [r.refund_id for r in refunds if r.charge_id not in charge_ids]
-    foreign_charges = [ref for ref in charge_counts if ref not in order_ids]
-    poison_missing = [m for m in poisons if m not in poison_found]
-    duplicate_posts_differ = [p.order_id for p in planned if p.duplicate_post_same is False]
-    multi_exec = [oid for oid, n in execs_per_order.items() if n > 1]
-    attempts = [stack.counter.attempts(p.order_id) for p in accepted]
+    execs_per_order = Counter(str(e["name"]).removeprefix("order-") for e in records.executions)
+    attempts = [stack.counter.attempts(oid) for oid in accepted_ids]
     report.attempts_worst_case = worst_case_attempts()
     report.attempts_p50 = percentile(attempts, 50)
     report.attempts_p99 = percentile(attempts, 99)
     report.attempts_max = max(attempts, default=0)
-    over_budget = [
-        p.order_id
-        for p, n in zip(accepted, attempts, strict=True)
-        if n > report.attempts_worst_case
-    ]
-    found: dict[str, list[str]] = {
-        "lost (submitted but nowhere)": [p.order_id for p in lost],
-        "not terminal": [p.order_id for p in not_terminal] + [str(e["name"]) for e in running],
-        "double-charged": double,
-        "oversold skus": oversold,
-        "refunds without charges": orphan_refunds,
-        "charges for unknown orders": foreign_charges,
-        "confirmed, charge != total": confirmed_wrong_charge,
-        "failed, not compensated": failed_not_compensated,
-        "poison not dead-lettered": poison_missing,
-        "retried POST, different answer": duplicate_posts_differ,
-        "more than one execution": multi_exec,
-        "attempts above worst case": over_budget,
+    # The chaos run's own checks, on top of the invariants every local run checks.
+    found |= {
+        "charges for unknown orders": sorted(
+            {c.reference for c in records.charges if c.reference not in order_ids}
+        ),
+        "poison not dead-lettered": [m for m in poisons if m not in poison_found],
+        "retried POST, different answer": [
+            p.order_id for p in planned if p.duplicate_post_same is False
+        ],
+        "more than one execution": [oid for oid, n in execs_per_order.items() if n > 1],
+        "attempts above worst case": [
+            oid
+            for oid, n in zip(accepted_ids, attempts, strict=True)
+            if n > report.attempts_worst_case
+        ],
     }
     report.violations = {name: len(ids) for name, ids in found.items()}
     report.examples = found
@@ -562,6 +592,7 @@ def _injected(
     poisons: dict[str, str],
     payment: dict[str, int],
     dropper: DbDropper,
+    crasher: CrashAfterCharge | None,
 ) -> dict[str, int]:
     def with_sku_prefix(p: Planned) -> bool:
         return any(str(i["sku"]).startswith("SKU-HOT-") for i in p.body["items"])
@@ -573,6 +604,7 @@ def _injected(
         "payment 5xx": payment["unavailable"],
         "payment timeout": payment["timeout"],
         "payment lost response": payment["lost_response"],
+        "crash after side effect (TakePayment)": len(crasher.crashed) if crasher else 0,
         "db connection drop": dropper.terminated,
         "hot sku contention (orders)": sum(1 for p in planned if with_sku_prefix(p)),
         "declined card (orders)": sum(
@@ -600,6 +632,55 @@ def _random_payment_faults(stack: LocalStack, settings: ChaosSettings) -> Iterat
         yield
     finally:
         stack.provider.faults.reset()
+
+
+def warm_up(stack: LocalStack) -> None:
+    """Start every environment the order path may use (up to each pool's size) before the
+    clock starts, like provisioned concurrency: otherwise the first burst starts them all at
+    once, each cold start waiting for CPU behind the others, and the run's first minute
+    measures imports. Cold starts after a crash or timeout still happen during the run."""
+    if stack.resources is None:
+        raise RuntimeError("the local stack is not running")
+    resources = stack.resources
+    pools = [stack.pools[resources.function(name).logical_id] for name in ORDER_PATH]
+    with ThreadPoolExecutor(len(pools), thread_name_prefix="chaos-warm") as ex:
+        list(ex.map(lambda pool: pool.warm_up(pool.size), pools))
+
+
+class _SettledWatcher:
+    """Feeds the progress bar: how many of the run's orders reached a terminal state."""
+
+    def __init__(self, stack: LocalStack, order_ids: list[str], progress: Progress) -> None:
+        self.stack = stack
+        self.order_ids = order_ids
+        self.progress = progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self.stack.db() as conn:
+            # The run's order ids once, in a temporary table: the progress query then joins
+            # instead of shipping 10k ids every second.
+            conn.execute("CREATE TEMPORARY TABLE chaos_orders (order_id uuid PRIMARY KEY)")
+            with conn.cursor().copy("COPY chaos_orders (order_id) FROM STDIN") as copy:
+                for order_id in self.order_ids:
+                    copy.write_row((order_id,))
+            while not self._stop.wait(1.0):
+                row = conn.execute(
+                    "SELECT count(*) FROM orders o JOIN chaos_orders c USING (order_id)"
+                    " WHERE o.status = ANY(%s)",
+                    (list(TERMINAL),),
+                ).fetchone()
+                self.progress.settled = int(row[0]) if row else 0
+                self.progress.draw(force=True)
 
 
 class _Placer:
@@ -674,6 +755,7 @@ def run_on(
     customer_ids = [str(jwt.decode(t, options={"verify_signature": False})["sub"]) for t in tokens]
     for p in planned:
         p.order_id = order_id_for(customer_ids[p.customer], p.key)
+    warm_up(stack)
     progress = Progress(settings.orders, progress_stream or sys.stderr, progress_stream is not None)
     if stack.postgres is None:
         raise RuntimeError("the local stack is not running")
@@ -683,23 +765,18 @@ def run_on(
     poisons = placer.poisons
     duplicates_sent = placer.duplicates
 
-    stop_watch = threading.Event()
-    accepted_ids = [p.order_id for p in planned]
+    crasher: CrashAfterCharge | None = None
+    if settings.crash_after_side_effect_rate > 0:
+        if not isinstance(stack.provider, HookedProvider):
+            raise RuntimeError("the crash fault needs the stack built with a HookedProvider")
+        crasher = CrashAfterCharge(stack, {p.order_id for p in planned if p.crash})
 
-    def watch() -> None:
-        with stack.db() as conn:
-            while not stop_watch.wait(0.5):
-                row = conn.execute(
-                    "SELECT count(*) FROM orders WHERE status = ANY(%s)"
-                    " AND order_id::text = ANY(%s)",
-                    (list(TERMINAL), accepted_ids),
-                ).fetchone()
-                progress.settled = int(row[0]) if row else 0
-                progress.draw(force=True)
-
-    watcher = threading.Thread(target=watch, name="chaos-progress", daemon=True)
+    watcher = _SettledWatcher(stack, [p.order_id for p in planned], progress)
+    cpu = _CpuMeter(_postmaster_pid(stack))
     started = time.monotonic()
     settled = False
+    if crasher is not None and isinstance(stack.provider, HookedProvider):
+        stack.provider.on_charge = crasher.on_charge
     with _random_payment_faults(stack, settings):
         dropper.start()
         watcher.start()
@@ -710,17 +787,22 @@ def run_on(
             settled = stack.wait_until_settled(timeout_s=settings.settle_timeout_s)
         finally:
             dropper.stop()
-            stop_watch.set()
-            watcher.join(timeout=5)
+            watcher.stop()
             injected_payment = stack.provider.faults.injected()
+            if isinstance(stack.provider, HookedProvider):
+                stack.provider.on_charge = None
     wall = time.monotonic() - started
+    run_cpu = cpu.since_start()
     progress.phase = "report"
     progress.finish()
 
     report = build_report(stack, settings, planned, poisons)
     report.settled = settled
     report.wall_s = wall
-    report.injected = _injected(planned, duplicates_sent, poisons, injected_payment, dropper)
+    report.run_cpu_s = run_cpu
+    report.injected = _injected(
+        planned, duplicates_sent, poisons, injected_payment, dropper, crasher
+    )
     return report
 
 
@@ -731,14 +813,113 @@ def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr)
         if progress_stream is not None:
             print(f"chaos: {message}", file=progress_stream, flush=True)
 
+    cpu_before = _cpu_seconds()
     with LocalStack(
         cdk_out=settings.cdk_out,
         pool_size=settings.pool_size,
         catalogue=catalogue(settings),
         say=say,
-        log_sink=lambda _record: None,
+        log_sink=discard_logs,
+        provider=HookedProvider(),
+        tracing=settings.tracing,
     ) as stack:
-        return run_on(stack, settings, progress_stream=progress_stream)
+        report = run_on(stack, settings, progress_stream=progress_stream)
+    # After the stack stopped, so every worker and the second moto process are accounted for.
+    cpu_after = _cpu_seconds()
+    report.cpu_s = {
+        "this process (moto, Step Functions, API, poller, clients)": cpu_after[0] - cpu_before[0],
+        "child processes (Lambda workers, DynamoDB's moto)": cpu_after[1] - cpu_before[1],
+    }
+    return report
+
+
+PARENT_CPU: Final = "this process"
+CHILDREN_CPU: Final = "its children (Lambda workers, DynamoDB's moto)"
+POSTGRES_CPU: Final = "PostgreSQL"
+
+
+class _CpuMeter:
+    """CPU seconds used since construction, per part (see ``_run_cpu_seconds``)."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self.postmaster = postmaster
+        self.started = _run_cpu_seconds(postmaster)
+
+    def since_start(self) -> dict[str, float]:
+        now = _run_cpu_seconds(self.postmaster)
+        return {name: now[name] - self.started.get(name, 0.0) for name in now}
+
+
+def _run_cpu_seconds(postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far of this process, of its process tree below it (live descendants
+    plus the reaped ones, as the kernel accounts them to their parent) and of PostgreSQL's
+    tree, read from ``/proc``; ``{}`` where there is no ``/proc``."""
+    stats = _proc_stats()
+    if not stats:
+        return {}
+    me = os.getpid()
+    own = stats.get(me)
+    out = {
+        PARENT_CPU: own[1] if own else 0.0,
+        CHILDREN_CPU: _tree_cpu(stats, me) - (own[1] if own else 0.0),
+    }
+    if postmaster is not None and postmaster in stats:
+        out[POSTGRES_CPU] = _tree_cpu(stats, postmaster)
+    return out
+
+
+def _proc_stats() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, own user+system CPU s, reaped children's user+system CPU s)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, tuple[int, float, float]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue  # exited meanwhile
+            fields = raw[raw.rfind(b")") + 2 :].split()
+            # fields[0] is the state (field 3 of proc(5)): ppid 4, utime 14 ... cstime 17
+            ppid = int(fields[1])
+            own = (int(fields[11]) + int(fields[12])) / ticks
+            reaped = (int(fields[13]) + int(fields[14])) / ticks
+            out[int(entry.name)] = (ppid, own, reaped)
+    return out
+
+
+def _tree_cpu(stats: dict[int, tuple[int, float, float]], root: int) -> float:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            _, own, reaped = stats[pid]
+            total += own + reaped
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def _postmaster_pid(stack: LocalStack) -> int | None:
+    """PostgreSQL's postmaster (its CPU is reported apart); None if it cannot be read."""
+    try:
+        with stack.db() as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        text = (Path(str(row[0])) / "postmaster.pid").read_text() if row else ""
+        return int(text.split()[0])
+    except (psycopg.Error, OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process, reaped children) user + system CPU seconds; PostgreSQL runs detached."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 # --------------------------------------------------------------------------- CLI
@@ -768,13 +949,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lost-response-rate",
         type=float,
         default=d.lost_response_rate,
-        help="per charge/refund: processed, response lost (= crash after the side effect)",
+        help="per charge/refund: processed, then the connection closes without a response",
+    )
+    a(
+        "--crash-after-side-effect-rate",
+        type=float,
+        default=d.crash_after_side_effect_rate,
+        help="share of orders whose TakePayment environment is SIGKILLed after the charge",
     )
     a("--db-drop-rate", type=float, default=d.db_drop_rate, help="backend kills per second")
     a("--declined-rate", type=float, default=d.declined_rate, help="share of declined cards")
     a("--hot-skus", type=int, default=d.hot_skus, help="SKUs with scarce stock (contention)")
     a("--pool-size", type=int, default=d.pool_size, help="workers per function (%(default)s)")
     a("--settle-timeout", type=float, default=d.settle_timeout_s, help="seconds")
+    a(
+        "--tracing",
+        action="store_true",
+        help="run the functions with Powertools Tracer on (off by default: throughput only)",
+    )
     a("--quiet", action="store_true", help="no progress line")
 
 
@@ -788,11 +980,13 @@ def main(args: argparse.Namespace) -> int:
         payment_5xx_rate=args.payment_5xx_rate,
         payment_timeout_rate=args.payment_timeout_rate,
         lost_response_rate=args.lost_response_rate,
+        crash_after_side_effect_rate=args.crash_after_side_effect_rate,
         db_drop_rate=args.db_drop_rate,
         declined_rate=args.declined_rate,
         hot_skus=args.hot_skus,
         pool_size=args.pool_size,
         settle_timeout_s=args.settle_timeout,
+        tracing=args.tracing,
     )
     report = run(settings, progress_stream=None if args.quiet else sys.stderr)
     print(report.render(), flush=True)

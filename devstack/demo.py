@@ -23,9 +23,8 @@ import urllib3
 from orders_saga.logic.order_identity import order_id_for
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
+from devstack.invariants import TERMINAL, Records, check
 from devstack.stack import LocalStack
-
-TERMINAL = {"CONFIRMED", "FAILED"}
 
 
 @dataclass
@@ -224,57 +223,12 @@ def collect(stack: LocalStack, order_ids: list[str]) -> dict[str, OrderFacts]:
     return facts
 
 
-def invariants(
-    stack: LocalStack, subs: list[Submission], facts: dict[str, OrderFacts]
-) -> dict[str, int]:
-    ledger = stack.provider.ledger
-    counts = ledger.charge_counts()
-    with stack.db() as conn:
-        stock = {sku: initial for sku, _, _, initial in stack.catalogue}
-        rows = conn.execute(
-            "SELECT i.sku, i.available,"
-            " coalesce(sum(r.quantity) FILTER (WHERE r.released_at IS NULL), 0)"
-            " FROM inventory i LEFT JOIN reservations r ON r.sku = i.sku"
-            " GROUP BY i.sku, i.available"
-        ).fetchall()
-    oversold_skus = sum(
-        1 for sku, avail, held in rows if avail < 0 or avail + held != stock.get(sku, avail + held)
-    )
-    dlq_bodies = [
-        m["Body"]
-        for m in stack.queue_messages(stack.resources.intake_dlq_url if stack.resources else None)
-    ]
-    dlq_bodies += [
-        m["Body"]
-        for m in stack.queue_messages(stack.resources.orders_dlq_url if stack.resources else None)
-    ]
-    expected_orders = {s.order_id for s in subs if s.order_id and s.expect not in {"REJECTED"}}
-    lost = sum(
-        1
-        for oid in expected_orders
-        if facts[oid].status is None and not any(oid in body for body in dlq_bodies)
-    )
-    not_terminal = sum(1 for oid in expected_orders if facts[oid].status not in TERMINAL)
-    not_terminal += sum(1 for e in stack.executions() if e["status"] == "RUNNING")
-    double_charged = sum(1 for n in counts.values() if n > 1)
-    charged_but_failed = sum(
-        1
-        for oid in expected_orders
-        if facts[oid].status == "FAILED" and facts[oid].net_charged_cents
-    )
-    confirmed_unpaid = sum(
-        1
-        for oid in expected_orders
-        if facts[oid].status == "CONFIRMED" and not facts[oid].net_charged_cents
-    )
-    return {
-        "lost": lost,
-        "double-charged": double_charged,
-        "oversold": oversold_skus,
-        "not terminal": not_terminal,
-        "failed but still charged": charged_but_failed,
-        "confirmed but not charged": confirmed_unpaid,
-    }
+def invariants(stack: LocalStack, subs: list[Submission]) -> dict[str, int]:
+    """The invariants every local run checks (devstack/invariants.py), over the orders the
+    scenarios expect to exist."""
+    expected = sorted({s.order_id for s in subs if s.order_id and s.expect != "REJECTED"})
+    found = check(Records.read(stack), expected)
+    return {name: len(ids) for name, ids in found.items()}
 
 
 def outcome_problems(
@@ -360,7 +314,7 @@ def report(
     out("")
     out("invariants (all must be 0):")
     for name, value in inv.items():
-        out(f"  {name:<28} {value}")
+        out(f"  {name:<30} {value}")
     if problems:
         out("unexpected outcomes:")
         for problem in problems:
@@ -377,7 +331,7 @@ def main() -> int:
         subs = run_scenarios(stack, say)
         order_ids = sorted({s.order_id for s in subs if s.order_id})
         facts = collect(stack, order_ids)
-        inv = invariants(stack, subs, facts)
+        inv = invariants(stack, subs)
         problems = outcome_problems(stack, subs, facts)
         report(subs, facts, inv, problems, time.monotonic() - started, print)
     ok = not any(inv.values()) and not problems

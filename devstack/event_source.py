@@ -9,6 +9,12 @@ of concurrent invocations). Redrive to the DLQ at ``maxReceiveCount`` is moto's,
 
 One deliberate difference, announced at start: a failed record becomes visible again after a
 scaled-down visibility timeout (``local_retry_visibility``) instead of the queue's full one.
+
+The mapping's ``State`` is moto's (``mapping_uuid``): ``orders-ops intake pause|resume`` or
+``aws lambda update-event-source-mapping`` switch it, and the poller re-reads it every
+``_STATE_POLL_S`` (F19); with a mapping, ``set_enabled`` is only the follower's setter. A batch
+received across the switch goes back to the queue unprocessed (visible at once; like any
+receive, it counts toward the queue's maxReceiveCount).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ DEFAULT_RETRY_VISIBILITY_SCALE: Final = 0.01
 DEFAULT_CONCURRENCY: Final = 2  # Lambda's minimum MaximumConcurrency; used when none is set
 _POLL_WAIT_S: Final = 1  # long poll per receive; short, so stop() is prompt
 _SQS_MAX_PER_RECEIVE: Final = 10
+_STATE_POLL_S: Final = 0.5  # how often a mapping's State is re-read from moto
+_RUNNING_STATES: Final = frozenset({"Enabled", "Enabling"})
 
 
 def local_retry_visibility(queue_visibility_s: int, scale: float) -> int:
@@ -69,9 +77,11 @@ class SqsEventSourcePoller:
         maximum_concurrency: int | None = None,
         retry_visibility_s: int = 0,
         enabled: bool = True,
+        mapping_uuid: str | None = None,
         say: Callable[[str], None] | None = None,
     ) -> None:
         self.queue_url = queue_url
+        self.mapping_uuid = mapping_uuid
         self.queue_arn = queue_arn
         self.region = region
         self.invoker = invoker
@@ -91,6 +101,15 @@ class SqsEventSourcePoller:
             aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
             config=Config(max_pool_connections=self.concurrency + 4, retries={"max_attempts": 2}),
         )
+        self._lambda: Any = None
+        if mapping_uuid is not None:
+            self._lambda = boto3.client(
+                "lambda",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+            )
         self._enabled = threading.Event()
         if enabled:
             self._enabled.set()
@@ -112,6 +131,7 @@ class SqsEventSourcePoller:
         invoker: Invoker,
         invoked_function_arn: str | None = None,
         retry_visibility_scale: float = DEFAULT_RETRY_VISIBILITY_SCALE,
+        mapping_uuid: str | None = None,
         say: Callable[[str], None] | None = None,
     ) -> SqsEventSourcePoller:
         return cls(
@@ -127,6 +147,7 @@ class SqsEventSourcePoller:
             maximum_concurrency=mapping.maximum_concurrency,
             retry_visibility_s=local_retry_visibility(queue_visibility_s, retry_visibility_scale),
             enabled=mapping.enabled,
+            mapping_uuid=mapping_uuid,
             say=say,
         )
 
@@ -143,6 +164,10 @@ class SqsEventSourcePoller:
         self._stopping.clear()
         for i in range(self.concurrency):
             t = threading.Thread(target=self._run, name=f"esm-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.mapping_uuid is not None:
+            t = threading.Thread(target=self._follow_state, name="esm-state", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -187,14 +212,26 @@ class SqsEventSourcePoller:
             attrs = self._sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
             if self._in_flight == 0 and all(int(attrs["Attributes"].get(n, 0)) == 0 for n in names):
                 return True
-            time.sleep(0.05)
+            time.sleep(0.1)
         return False
 
     # polling
 
+    def _follow_state(self) -> None:
+        """Enabled/Disabled as moto's mapping says (the F19 switch an operator flips)."""
+        while not self._stopping.wait(_STATE_POLL_S):
+            try:
+                state = self._lambda.get_event_source_mapping(UUID=self.mapping_uuid)["State"]
+            except Exception as exc:  # noqa: BLE001 - keep the last state, as Lambda would
+                self._say(f"event source state read failed: {exc!r}")
+                continue
+            if not self._stopping.is_set():
+                self.set_enabled(state in _RUNNING_STATES)
+
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._enabled.wait()
+            if not self._enabled.wait(_POLL_WAIT_S):  # timed: the state follower may race stop()
+                continue
             if self._stopping.is_set():
                 return
             try:
@@ -206,6 +243,10 @@ class SqsEventSourcePoller:
     def _poll_once(self) -> None:
         messages = self._collect()
         if not messages:
+            return
+        if not self._enabled.is_set():
+            # Disabled while this poll waited: the batch goes back to the queue unprocessed.
+            self._change_visibility(messages, 0)
             return
         # Received messages count as not visible in SQS until deleted; this counter covers
         # the moment between a delete and the batch's end, so drain() never sees a gap.
@@ -262,14 +303,17 @@ class SqsEventSourcePoller:
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
                 ],
             )
-        for chunk in _chunks(failed):
+        self._change_visibility(failed, self.retry_visibility_s)
+
+    def _change_visibility(self, messages: list[dict[str, Any]], visibility_s: int) -> None:
+        for chunk in _chunks(messages):
             self._sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
                     {
                         "Id": str(i),
                         "ReceiptHandle": m["ReceiptHandle"],
-                        "VisibilityTimeout": self.retry_visibility_s,
+                        "VisibilityTimeout": visibility_s,
                     }
                     for i, m in enumerate(chunk)
                 ],

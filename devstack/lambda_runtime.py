@@ -60,6 +60,12 @@ class LogRecord:
 LogSink = Callable[[LogRecord], None]
 
 
+def discard_logs(record: LogRecord) -> None:
+    """A sink that keeps nothing. Recognised by identity: a worker whose sink it is writes its
+    logs to ``/dev/null`` instead of a pipe, so the parent reads and decodes none of them (the
+    handler still formats and writes every line, as in Lambda)."""
+
+
 def stderr_sink(record: LogRecord) -> None:
     """Default sink: one prefixed line per record on the parent's stderr."""
     print(f"[{record.function_name}] {record.line}", file=sys.stderr, flush=True)
@@ -136,6 +142,9 @@ class FunctionWorker:
         self.invocations = 0
         self.timeouts = 0
         self.crashes = 0
+        # The event being handled, while an invocation runs: lets a fault injector find the
+        # environment serving one order (the chaos run's crash after a side effect).
+        self.current_event: Any = None
 
     # lifecycle
 
@@ -162,20 +171,21 @@ class FunctionWorker:
         env.update(cfg.environment)
         env.update(self._runtime_env())
         started = time.monotonic()
+        logs = subprocess.DEVNULL if self._sink is discard_logs else subprocess.PIPE
         self._proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "devstack.lambda_runtime", "--result-fd", str(write_fd)],
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=logs,
+            stderr=logs,
             pass_fds=(write_fd,),
             cwd=cfg.code_root,  # Lambda's cwd is the task root (/var/task)
             env=env,
         )
         os.close(write_fd)
         self._result_fd, self._buffer = read_fd, b""
-        assert self._proc.stdout is not None
-        assert self._proc.stderr is not None
         for stream, name in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
+            if stream is None:
+                continue  # discarded (discard_logs)
             threading.Thread(
                 target=self._forward,
                 args=(stream, name),
@@ -233,52 +243,57 @@ class FunctionWorker:
     # invocation
 
     def invoke(self, event: Any, *, invoked_function_arn: str | None = None) -> InvokeResult:
+        with self._lock:
+            self.current_event = event
+            try:
+                return self._invoke_locked(event, invoked_function_arn)
+            finally:
+                self.current_event = None
+
+    def _invoke_locked(self, event: Any, invoked_function_arn: str | None) -> InvokeResult:
         cfg = self.config
         request_id = str(uuid.uuid4())
-        with self._lock:
-            self.invocations += 1
-            try:
-                self._ensure_started()
-            except WorkerDied as died:
-                self.crashes += 1
-                return InvokeResult(str(died), errored=True)
-            assert self._proc is not None
-            assert self._proc.stdin is not None
-            arn = invoked_function_arn or cfg.invoked_function_arn or cfg.function_arn
-            started = time.monotonic()
-            deadline = started + cfg.timeout_s
-            body = json.dumps(event, separators=(",", ":"))
-            request = f"{int(cfg.timeout_s * 1000)} {request_id} {arn} {body}\n"
-            try:
-                self._proc.stdin.write(request.encode())
-                self._proc.stdin.flush()
-                line = self._read_line(deadline)
-            except (BrokenPipeError, WorkerDied):
-                line = b""
-            elapsed_ms = (time.monotonic() - started) * 1000
-            if line is None:
-                # Lambda kills the environment at the timeout; the next call is a cold start.
-                self.timeouts += 1
-                self._kill()
-                message = f"Task timed out after {cfg.timeout_s:.2f} seconds"
-                self._log(
-                    "platform", f"{time.strftime('%Y-%m-%dT%H:%M:%SZ')} {request_id} {message}"
-                )
-                return InvokeResult(
-                    _error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: {message}"),
-                    errored=True,
-                )
-            if not line:
-                self.crashes += 1
-                code = self._proc.wait() if self._proc is not None else None
-                self._kill()
-                message = (
-                    f"RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
-                )
-                return InvokeResult(_error_payload("Runtime.ExitError", message), errored=True)
-            flag, _, payload = line.partition(b" ")
-            self._log("platform", f"REPORT RequestId: {request_id} Duration: {elapsed_ms:.2f} ms")
-            return InvokeResult(payload.decode(), errored=flag != b"ok")
+        self.invocations += 1
+        try:
+            self._ensure_started()
+        except WorkerDied as died:
+            self.crashes += 1
+            return InvokeResult(str(died), errored=True)
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        arn = invoked_function_arn or cfg.invoked_function_arn or cfg.function_arn
+        started = time.monotonic()
+        deadline = started + cfg.timeout_s
+        body = json.dumps(event, separators=(",", ":"))
+        request = f"{int(cfg.timeout_s * 1000)} {request_id} {arn} {body}\n"
+        try:
+            self._proc.stdin.write(request.encode())
+            self._proc.stdin.flush()
+            line = self._read_line(deadline)
+        except (BrokenPipeError, WorkerDied):
+            line = b""
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if line is None:
+            # Lambda kills the environment at the timeout; the next call is a cold start.
+            self.timeouts += 1
+            self._kill()
+            message = f"Task timed out after {cfg.timeout_s:.2f} seconds"
+            self._log("platform", f"{time.strftime('%Y-%m-%dT%H:%M:%SZ')} {request_id} {message}")
+            return InvokeResult(
+                _error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: {message}"),
+                errored=True,
+            )
+        if not line:
+            self.crashes += 1
+            code = self._proc.wait() if self._proc is not None else None
+            self._kill()
+            message = (
+                f"RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
+            )
+            return InvokeResult(_error_payload("Runtime.ExitError", message), errored=True)
+        flag, _, payload = line.partition(b" ")
+        self._log("platform", f"REPORT RequestId: {request_id} Duration: {elapsed_ms:.2f} ms")
+        return InvokeResult(payload.decode(), errored=flag != b"ok")
 
     def _read_line(self, deadline: float) -> bytes | None:
         """The next result line; ``None`` at the deadline, ``b""`` when the worker died."""
@@ -430,6 +445,13 @@ def _worker_main(argv: list[str]) -> int:
 
     def send(flag: str, payload: str) -> None:
         results.write(f"{flag} {payload}\n".encode())
+
+    # F20: when the stack records, hook every botocore client before the handler's init builds
+    # one (call_recorder.CALL_LOG_DIR_ENV; imported only then, so other runs load nothing more).
+    if os.environ.get("DEVSTACK_CALL_LOG_DIR"):
+        from devstack.call_recorder import install_from_environment
+
+        install_from_environment()
 
     try:
         handler = _load_handler(os.environ["_HANDLER"])

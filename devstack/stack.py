@@ -9,20 +9,22 @@ trigger does on deploy.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psycopg
 
-from devstack.aws import DEFAULT_PAYMENT_API_KEY, LocalAws, LocalResources
+from devstack.aws import DEFAULT_PAYMENT_API_KEY, TRACING_OFF_ENV, LocalAws, LocalResources
+from devstack.call_recorder import CALL_LOG_DIR_ENV, start_recording
 from devstack.event_source import SqsEventSourcePoller
 from devstack.gateway import LocalApiGateway
 from devstack.lambda_runtime import FunctionPool, Invoker, InvokeResult, LogRecord
@@ -112,23 +114,37 @@ class LocalStack:
         say: Say = _say_stderr,
         log_sink: LogSink = _quiet_sink,
         api_port: int = 0,
+        call_log_dir: Path | None = None,
+        provider: PaymentProvider | None = None,
+        tracing: bool = True,
     ) -> None:
         self.template = CfnTemplate.load(str(cdk_out), stack_name)
+        # False: the workers run with Powertools Tracer disabled (devstack.aws TRACING_OFF_ENV;
+        # throughput only, the chaos run's default).
+        self.tracing = tracing
         self.pool_size = pool_size
         self.retry_sleep_scale = retry_sleep_scale
         self.catalogue = catalogue
         self.say = say
         self.log_sink = log_sink
         self.api_port = api_port
+        # F20: every AWS call the functions make, recorded under this directory (one
+        # subdirectory per run, devstack/call_recorder.py); the variable lets `make chaos` record.
+        env_log_dir = os.environ.get(CALL_LOG_DIR_ENV)
+        self.call_log_dir = call_log_dir or (Path(env_log_dir) if env_log_dir else None)
+        self.call_log: Path | None = None  # this run's recording, when recording
         self.counter = InvocationCounter()
         self._exit = ExitStack()
         self.postgres: PostgresSettings | None = None
-        self.provider = PaymentProvider(api_key=DEFAULT_PAYMENT_API_KEY)
+        # A caller may bring its own (e.g. the chaos run's, with a fault hook); same key.
+        self.provider = provider or PaymentProvider(api_key=DEFAULT_PAYMENT_API_KEY)
         self.aws: LocalAws | None = None
         self.resources: LocalResources | None = None
         self.pools: dict[str, FunctionPool] = {}
         self.poller: SqsEventSourcePoller | None = None
         self.gateway: LocalApiGateway | None = None
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     # lifecycle
 
@@ -180,6 +196,7 @@ class LocalStack:
         for pool in self.pools.values():
             pool.stop()
         self.pools = {}
+        self._clients.clear()
         self._exit.close()
 
     # wiring
@@ -191,11 +208,26 @@ class LocalStack:
 
     def _start_functions(self) -> None:
         aws, resources = self._aws()
+        extra = self._recording_env(aws)
+        if not self.tracing:
+            extra.update(TRACING_OFF_ENV)
+            self.say(
+                "tracing off (throughput only): the functions run with "
+                + ", ".join(f"{k}={v}" for k, v in TRACING_OFF_ENV.items())
+            )
         for logical_id, fn in resources.functions.items():
             size = min(self.pool_size, fn.reserved_concurrency or self.pool_size)
-            pool = FunctionPool(fn.config, size=size, log_sink=self.log_sink)
+            config = replace(fn.config, environment={**fn.config.environment, **extra})
+            pool = FunctionPool(config, size=size, log_sink=self.log_sink)
             self.pools[logical_id] = pool
             aws.route_lambda(fn.name, CountingInvoker(logical_id, pool, self.counter))
+
+    def _recording_env(self, aws: LocalAws) -> dict[str, str]:
+        """What tells each worker to record its AWS calls (F20); nothing when not recording."""
+        if self.call_log_dir is None:
+            return {}
+        self.call_log = start_recording(self.call_log_dir, aws.template, aws.resolver.physical)
+        return {CALL_LOG_DIR_ENV: str(self.call_log)}
 
     def invoker(self, handler_module: str) -> Invoker:
         """The pool of the function whose handler module ends in ``handler_module``."""
@@ -231,6 +263,7 @@ class LocalStack:
             queue_arn=resources.queue_arns[mapping.queue_logical_id],
             invoker=CountingInvoker(fn.logical_id, self.pools[fn.logical_id], self.counter),
             invoked_function_arn=fn.alias_arn,
+            mapping_uuid=resources.event_source_mappings.get(mapping.logical_id),
             say=self.say,
         )
         self.poller.start()
@@ -262,12 +295,12 @@ class LocalStack:
 
     def send_raw_message(self, body: str) -> None:
         """Put a message straight on the orders queue, as another producer (or a bug) would."""
-        aws, resources = self._aws()
-        aws.client("sqs").send_message(QueueUrl=resources.orders_queue_url, MessageBody=body)
+        _, resources = self._aws()
+        self._client("sqs").send_message(QueueUrl=resources.orders_queue_url, MessageBody=body)
 
     def executions(self) -> list[dict[str, Any]]:
-        aws, resources = self._aws()
-        sfn = aws.client("stepfunctions")
+        _, resources = self._aws()
+        sfn = self._client("stepfunctions")
         found: list[dict[str, Any]] = []
         for page in sfn.get_paginator("list_executions").paginate(
             stateMachineArn=resources.state_machine_arn
@@ -277,10 +310,10 @@ class LocalStack:
 
     def queue_messages(self, queue_url: str | None) -> list[dict[str, Any]]:
         """Every message currently in a queue (received with a short visibility and left there)."""
-        aws, _ = self._aws()
+        self._aws()  # raises when not running
         if queue_url is None:
             return []
-        sqs = aws.client("sqs")
+        sqs = self._client("sqs")
         attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         total = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
             attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
@@ -304,16 +337,34 @@ class LocalStack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             drained = self.poller.drain(timeout=max(0.1, deadline - time.monotonic()))
-            running = [e for e in self.executions() if e["status"] == "RUNNING"]
-            if drained and not running:
+            if drained and not self.running_executions():
                 # One more look: a running execution may have just been started by the intake.
                 time.sleep(0.2)
-                if self.poller.drain(timeout=1) and not any(
-                    e["status"] == "RUNNING" for e in self.executions()
-                ):
+                if self.poller.drain(timeout=1) and not self.running_executions():
                     return True
             time.sleep(0.2)
         return False
+
+    def running_executions(self) -> list[dict[str, Any]]:
+        """The executions still RUNNING (filtered by Step Functions: cheap with 10k done)."""
+        _, resources = self._aws()
+        sfn = self._client("stepfunctions")
+        found: list[dict[str, Any]] = []
+        for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=resources.state_machine_arn, statusFilter="RUNNING"
+        ):
+            found.extend(page["executions"])
+        return found
+
+    def _client(self, service: str) -> Any:
+        """One client per service for these helpers (a boto3 client costs ~20 ms to build;
+        the chaos run calls them thousands of times). Tests get fresh ones from ``aws.client``
+        so a Stubber on theirs never reaches these."""
+        aws, _ = self._aws()
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = aws.client(service)
+            return self._clients[service]
 
     @contextmanager
     def db(self) -> Iterator[psycopg.Connection]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
+
 # Never reach a real account: dummy credentials, a fixed region, no profile.
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_name, None)
@@ -42,3 +44,12 @@ os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{MOTO_PORT}"
 os.environ["MOTO_PORT"] = str(MOTO_PORT)
 
 pytest_plugins = ["tests.fixtures", "tests.synth", "tests.localstack"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the session's local stack run last (stable sort: order otherwise unchanged).
+
+    While that stack runs it owns MOTO_PORT and moto's process-wide backends, which the
+    handler-level fixtures (tests/fixtures.py) bind and reset; started any earlier, it would
+    stay up under them until the session ends."""
+    items.sort(key=lambda item: "local_stack" in getattr(item, "fixturenames", ()))

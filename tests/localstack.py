@@ -111,11 +111,20 @@ def new_key() -> str:
 
 
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[Running]:
+def aws_call_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every local stack of the session records its functions' AWS calls (one
+    subdirectory per stack run; read by tests/catalogue/test_f20_least_privilege.py)."""
+    return tmp_path_factory.mktemp("aws-calls")
+
+
+@pytest.fixture(scope="session")
+def local_stack(aws_call_log_dir: Path) -> Iterator[Running]:
     if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
         pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
     logs = LogCapture()
-    with LocalStack(cdk_out=CDK_OUT, log_sink=logs, say=lambda _m: None) as stack:
+    with LocalStack(
+        cdk_out=CDK_OUT, log_sink=logs, say=lambda _m: None, call_log_dir=aws_call_log_dir
+    ) as stack:
         yield Running(
             stack=stack,
             api=Api(stack.api_url),

@@ -7,11 +7,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import jwt
 import pytest
+from moto.sqs.models import Queue, SQSBackend, sqs_backends
 from moto.utilities.utils import load_resource
 
+from devstack.aws import _queue_attributes, _retention_period_check
+from devstack.template import LOCAL_ACCOUNT_ID
 from tests.devstack.mini_stack import FakePostgres, RunningStack, running_stack
+
+# moto's own Queue.attributes, captured at import, before any LocalAws patches it.
+_MOTO_QUEUE_ATTRIBUTES = Queue.attributes.fget  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +147,113 @@ def test_demo_customer_token_is_a_verifiable_id_token(stack: RunningStack) -> No
         issuer=f"https://cognito-idp.eu-west-1.amazonaws.com/{res.user_pool_id}",
     )
     assert (claims["token_use"], claims["email"]) == ("id", "carol@example.com")
+
+
+def test_dynamodb_is_served_by_its_own_process_and_the_functions_are_pointed_at_it(
+    stack: RunningStack,
+) -> None:
+    """Given the stack, the idempotency table lives in the second moto process (the second
+    core), and every function reaches it through botocore's per-service endpoint variable.
+    Fails if the endpoint is not handed to the workers (their DynamoDB calls would reach the
+    main moto server, which has no such table)."""
+    res = stack.resources
+    ddb_url = stack.aws.endpoint_for("dynamodb")
+    assert ddb_url != res.endpoint_url
+    for fn in res.functions.values():
+        assert fn.config.environment["AWS_ENDPOINT_URL_DYNAMODB"] == ddb_url
+        assert fn.config.environment["AWS_ENDPOINT_URL"] == res.endpoint_url
+    main = boto3.client(
+        "dynamodb",
+        endpoint_url=res.endpoint_url,
+        region_name=res.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    assert res.idempotency_table not in main.list_tables()["TableNames"]
+    assert res.idempotency_table in stack.aws.client("dynamodb").list_tables()["TableNames"]
+
+
+def test_a_parsed_definition_is_shared_but_every_execution_keeps_its_own_state(
+    stack: RunningStack,
+) -> None:
+    """Given the parsed-definition cache (one program for all executions), when two executions
+    each use all three of ReserveInventory's retries (MaxAttempts 3), then both succeed on
+    their fourth attempt. Fails if retry state leaked into the shared program: the second
+    execution would find the retries used up and fail."""
+    first = _run(stack, {"order_id": "cache-1", "fail_times": 3})
+    second = _run(stack, {"order_id": "cache-2", "fail_times": 3})
+    assert (first["status"], second["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert json.loads(first["output"])["reservation"]["attempt"] == 4
+    assert json.loads(second["output"])["reservation"]["attempt"] == 4
+
+
+def test_the_sqs_retention_check_reads_the_queues_retention_period(stack: RunningStack) -> None:
+    """Given a queue with a 60 s MessageRetentionPeriod, the patched check (one attribute, no
+    scan of the queue) says what moto's own says: a message sent 61 s ago is past retention,
+    one sent now is not; and receiving from the queue goes through it. Fails if the check read
+    another attribute or compared the wrong way round."""
+    sqs = stack.aws.client("sqs")
+    url = sqs.create_queue(
+        QueueName="retention-probe", Attributes={"MessageRetentionPeriod": "60"}
+    )["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    sqs.send_message(QueueUrl=url, MessageBody="fresh")
+    backend = sqs_backends[LOCAL_ACCOUNT_ID][stack.resources.region]
+    assert SQSBackend.is_message_valid_based_on_retention_period is _retention_period_check
+    old, fresh = backend.get_queue("retention-probe")._messages
+    # Sent 61 s ago: past the queue's 60 s retention.
+    old.sent_timestamp = int(old.sent_timestamp or 0) - 61_000  # type: ignore[assignment]
+
+    assert _retention_period_check(backend, "retention-probe", old) is False
+    assert _retention_period_check(backend, "retention-probe", fresh) is True
+    old.sent_timestamp = int(old.sent_timestamp or 0) + 61_000  # type: ignore[assignment]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in received) == ["fresh", "old"]
+
+
+def test_sqs_queue_attributes_are_moto_s_own_answers_with_one_scan(stack: RunningStack) -> None:
+    """Given a queue holding 3 visible, 1 in-flight and 2 delayed messages, and a FIFO queue
+    with content-based deduplication, when the patched ``Queue.attributes`` (one scan),
+    ``GetQueueAttributes`` (computed once) and ``SendMessage`` (no counts) answer, then the
+    answers are moto's own: the same attribute dict as moto's property, the same counts over
+    the API, and a FIFO duplicate still deduplicated. Fails if the one-scan counts classified
+    a message differently, or if SendMessage lost ContentBasedDeduplication."""
+    original = _MOTO_QUEUE_ATTRIBUTES
+    sqs = stack.aws.client("sqs")
+    url = sqs.create_queue(QueueName="attributes-probe")["QueueUrl"]
+    for body in ("visible", "visible", "visible", "in-flight"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    for _ in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=60)
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+    queue = sqs_backends[LOCAL_ACCOUNT_ID][stack.resources.region].get_queue("attributes-probe")
+
+    assert Queue.attributes.fget is _queue_attributes  # type: ignore[attr-defined]
+    assert _queue_attributes(queue) == original(queue)
+    counts = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    assert counts == {
+        "ApproximateNumberOfMessages": "3",
+        "ApproximateNumberOfMessagesNotVisible": "1",
+        "ApproximateNumberOfMessagesDelayed": "2",
+    }
+    everything = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert everything == {k: str(v) for k, v in original(queue).items() if v is not None}
+
+    fifo = sqs.create_queue(
+        QueueName="attributes-probe.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for _ in range(2):
+        sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+    fifo_queue = sqs_backends[LOCAL_ACCOUNT_ID][stack.resources.region].get_queue(
+        "attributes-probe.fifo"
+    )
+    assert len(fifo_queue._messages) == 1  # the duplicate was dropped, as moto does
+    assert _queue_attributes(fifo_queue) == original(fifo_queue)
