@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import jwt
 import schemathesis
@@ -143,3 +143,55 @@ def test_unauthenticated_writes_are_refused(
     garbage = _garbage_tokens(api_target.token)[which]
     refused = case.call(base_url=api_target.base_url, headers={"Authorization": garbage})
     assert refused.status_code in {401, 403}, (which, refused.status_code, refused.text)
+
+
+# -- stateful: POST an order, then GET it back through the document's link -------------------
+
+STATEFUL_EXAMPLES: Final = 10
+STATEFUL_STEPS: Final = 4
+# GET 200 exists only for an order the caller placed: the stateless run above never reaches
+# it (its order ids are random, so 404). The document's GetOrder link (202 -> getOrder with
+# $response.body#/order_id) lets the state machine GET each order it has just placed.
+MUST_SEE: Final = {("POST", 202), ("POST", 400), ("GET", 200), ("GET", 404)}
+
+
+class ApiWorkflow(schema.as_state_machine()):  # type: ignore[misc]
+    """POST /orders -> GET /orders/{order_id} with the id from the 202, every response checked
+    against the document with the same checks as the stateless run."""
+
+    target: ApiTarget
+    seen: ClassVar[set[tuple[str, int]]] = set()
+
+    def before_call(self, case: AnyCase) -> None:
+        _unique_keys.apply(case)
+
+    def get_call_kwargs(self, case: AnyCase) -> dict[str, Any]:
+        return {"base_url": self.target.base_url, "headers": {"Authorization": self.target.token}}
+
+    def validate_response(
+        self, response: Any, case: AnyCase, additional_checks: Any = None, **kwargs: Any
+    ) -> None:
+        self.seen.add((case.operation.method.upper(), response.status_code))
+        case.validate_response(response, checks=CHECKS, headers=kwargs.get("headers"))
+
+
+def test_api_workflow_conforms_to_its_document(api_target: ApiTarget) -> None:
+    """Given the document's GetOrder link, when the state machine places orders and follows
+    the link, then every answer of both operations, GET 200 included, matches the document;
+    a GET of an id the caller does not own is a documented 404."""
+    ApiWorkflow.target = api_target
+    ApiWorkflow.seen.clear()
+    ApiWorkflow.run(
+        settings=settings(
+            BOUNDED, max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS
+        )
+    )
+    unknown = schema["/orders/{order_id}"]["GET"].Case(
+        path_parameters={"order_id": str(uuid.uuid4())}
+    )
+    response = unknown.call_and_validate(
+        base_url=api_target.base_url, headers={"Authorization": api_target.token}, checks=CHECKS
+    )
+    ApiWorkflow.seen.add(("GET", response.status_code))
+
+    assert not MUST_SEE - ApiWorkflow.seen, sorted(ApiWorkflow.seen)

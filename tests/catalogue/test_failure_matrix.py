@@ -89,6 +89,17 @@ def test_every_reference_in_the_matrix_resolves(
     assert failure_matrix.problems(rows, templates=templates, collected=collected) == []
 
 
+def test_every_row_is_proved_by_its_own_catalogue_module(rows: dict[str, Row]) -> None:
+    """Each row names at least one test written for it, in tests/catalogue/test_<id>_*.py, so a
+    row cannot be 'proved' only by tests written for something else."""
+    unproved = [
+        row.id
+        for row in rows.values()
+        if not any(node.startswith(f"tests/catalogue/test_{row.id.lower()}_") for node in row.prove)
+    ]
+    assert unproved == []
+
+
 def test_readme_table_is_generated_from_the_matrix(rows: dict[str, Row]) -> None:
     """Given README.md, then its failure-matrix block is exactly the rendering of the file.
 
