@@ -34,6 +34,7 @@ from tests.catalogue.full_stack import (
     reservations,
     send_copies,
     two_environments,
+    wait_execution,
     wait_terminal,
 )
 from tests.localstack import Running
@@ -215,7 +216,9 @@ def test_f01_a_step_retried_after_its_first_attempt_committed_does_it_once(
     )
     order_id = accepted["order_id"]
     assert_one_of_everything(running, order_id, sku)
-    (execution,) = executions_for(running, order_id)
+    # The order row is CONFIRMED before the execution has ended: its output exists only then.
+    execution = wait_execution(running, order_id)
+    assert execution["status"] == "SUCCEEDED", execution
     sfn = aws.client("stepfunctions")
     output = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["output"])
     ddb = aws.client("dynamodb")
