@@ -25,6 +25,9 @@ Everything that differs from AWS on purpose is in one place each and announced a
 - ``devstack.moto_process.SEPARATE_SERVICES`` (DynamoDB): served by a second moto server in its
   own process, reached through ``AWS_ENDPOINT_URL_DYNAMODB``, so a second core serves it (the
   same moto code; throughput only).
+- ``_ReapingThreadList``: moto's Step Functions keeps every thread it starts in TMP_THREADS and
+  never joins them; their stacks stay mapped until ``vm.max_map_count`` is exhausted (a
+  10,000-order run hung at ~7,700 orders). Finished threads are joined and dropped (leak fix);
 - ``devstack.moto_process.KeepAliveRequestHandler``: both moto servers keep HTTP/1.1
   connections open (werkzeug's development server closes every one, so each AWS call paid a
   TCP connect and a new server thread; throughput only).
@@ -63,6 +66,7 @@ from moto.moto_server import threaded_moto_server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import ThreadedMotoServer
 from moto.sqs.exceptions import InvalidAttributeName
+from moto.stepfunctions.parser import utils as sfn_parser_utils
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 # Imported so their ``boto_client_for`` is bound before _patch_moto swaps it (see there).
@@ -411,10 +415,23 @@ class LocalAws:
         self._patch(
             sqs_models.SQSBackend, "send_message", _send_message(sqs_models.SQSBackend.send_message)
         )
+        # 8. moto's Step Functions keeps every thread it starts (execution, program, each
+        #    state) in a module-level TMP_THREADS list and never joins them. On Python 3.13 an
+        #    unjoined thread's stack stays mapped while its object lives: ~4 stacks (2 mappings
+        #    each) per order, so a 10,000-order run hit vm.max_map_count at ~7,700 orders and the
+        #    next thread died in bootstrap, hanging moto's server forever (CPython gh-140746).
+        #    Finished threads are now joined and dropped whenever a new one is registered.
+        reaping = _ReapingThreadList(sfn_parser_utils.TMP_THREADS)
+        for name, module in list(sys.modules.items()):
+            if name.startswith("moto.stepfunctions.parser") and isinstance(
+                getattr(module, "TMP_THREADS", None), list
+            ):
+                self._patch(module, "TMP_THREADS", reaping)
         self.say(
             "moto shortcuts (throughput only): cached Step Functions clients, parsed "
             "definitions and request routing; SQS retention check and queue attributes "
-            "without repeated queue scans; HTTP keep-alive in both moto servers"
+            "without repeated queue scans; HTTP keep-alive in both moto servers; finished "
+            "Step Functions threads joined"
         )
 
     def _patch(self, owner: Any, attr: str, value: Any) -> None:
@@ -877,6 +894,19 @@ def _cached_sfn_client(endpoint_for: Callable[[str], str]) -> Callable[..., Any]
             return clients[key]
 
     return boto_client_for
+
+
+class _ReapingThreadList(list[threading.Thread]):
+    """moto's TMP_THREADS, but finished threads are joined (freeing their stacks) and dropped
+    each time a thread is added."""
+
+    def append(self, thread: threading.Thread) -> None:
+        finished = [t for t in list(self) if t.ident is not None and not t.is_alive()]
+        for done in finished:
+            done.join()
+            with contextlib.suppress(ValueError):
+                self.remove(done)
+        super().append(thread)
 
 
 def _cached_asl_program() -> Callable[[ExecutionWorker], Any]:
