@@ -308,27 +308,61 @@ class LocalStack:
             found.extend(page["executions"])
         return found
 
-    def queue_messages(self, queue_url: str | None) -> list[dict[str, Any]]:
-        """Every message currently in a queue (received with a short visibility and left there)."""
+    def queue_messages(
+        self, queue_url: str | None, timeout_s: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """Every message currently in a queue, left there and visible again afterwards.
+
+        Each message is received once with a visibility timeout that outlasts the read, then
+        made visible again. (Receiving with a 1 s visibility let the head of a long queue come
+        back before its tail was reached: a 200-message DLQ read under load returned 185.)
+        A message another consumer holds for a moment (the poller's last long poll after a
+        pause) is waited for. Raises rather than return part of the queue: a report on a
+        partial read would call the rest lost."""
         self._aws()  # raises when not running
         if queue_url is None:
             return []
         sqs = self._client("sqs")
-        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-        total = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
-            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )
         messages: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 5
-        while len(messages) < total and time.monotonic() < deadline:
-            for message in sqs.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=10,
-                VisibilityTimeout=1,
-                MessageAttributeNames=["All"],
-            ).get("Messages", []):
-                messages[message["MessageId"]] = message
-        return list(messages.values())
+        handles: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                batch = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=int(timeout_s) + 30,
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+                for message in batch:
+                    messages[message["MessageId"]] = message
+                    handles.append(message["ReceiptHandle"])
+                if not batch and self._holds_all(queue_url, len(messages)):
+                    return list(messages.values())
+                if not batch:
+                    time.sleep(0.05)
+            raise TimeoutError(f"{queue_url}: read {len(messages)} messages in {timeout_s} s")
+        finally:
+            for start in range(0, len(handles), 10):
+                sqs.change_message_visibility_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                        for i, h in enumerate(handles[start : start + 10])
+                    ],
+                )
+
+    def _holds_all(self, queue_url: str, held: int) -> bool:
+        """Whether the ``held`` messages this reader has are all the queue has."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attrs = self._client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)[
+            "Attributes"
+        ]
+        return sum(int(attrs.get(n, 0)) for n in names) <= held
 
     def wait_until_settled(self, timeout_s: float = 120.0) -> bool:
         """Wait until the queue is drained and no execution is running."""
