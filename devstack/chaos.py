@@ -445,6 +445,8 @@ class ChaosReport:
     # CPU seconds between the clock's start and the settled stack (no start-up, no warm-up).
     run_cpu_s: dict[str, float] = field(default_factory=dict)
     settled: bool = True
+    # When the stack did not settle: where the unsettled orders were (unsettled_state).
+    unsettled: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -475,6 +477,7 @@ class ChaosReport:
                 out.append(f"  e.g. {name}: {', '.join(ids[:5])}")
         if not self.settled:
             out.append(f"the stack did not settle within {self.settings.settle_timeout_s:g} s")
+            out += [f"  {line}" for line in self.unsettled]
         out.append(
             f"{self.counts.get('submitted', 0)} orders in {self.wall_s:.1f} s"
             f" ({self.orders_per_s:.1f} orders/s)"
@@ -493,6 +496,60 @@ class ChaosReport:
                 )
         out.append("RESULT: all invariants hold" if self.ok else "RESULT: FAILED")
         return "\n".join(out)
+
+
+def unsettled_state(stack: LocalStack, stuck: list[str], limit: int = 10) -> list[str]:
+    """What is still moving when the stack did not settle: the orders queue, the poller and,
+    for a few stuck orders, their status and any message naming them still in the queue.
+    (Reading the queue counts as a receive of each message: diagnostics only.)"""
+    lines: list[str] = []
+    res, poller = stack.resources, stack.poller
+    if res is None or poller is None:
+        return ["the stack is not running"]
+    sqs = stack.aws.client("sqs") if stack.aws is not None else None
+    if sqs is not None:
+        attrs = sqs.get_queue_attributes(QueueUrl=res.orders_queue_url, AttributeNames=["All"])
+        counts = {
+            k.removeprefix("ApproximateNumberOfMessages") or "Visible": v
+            for k, v in attrs["Attributes"].items()
+            if k.startswith("ApproximateNumberOfMessages")
+        }
+        lines.append(f"orders queue: {counts}")
+    stats = poller.stats
+    lines.append(
+        f"poller: enabled {poller.enabled}, batches in flight {poller.in_flight},"
+        f" invocations {stats.invocations}, function errors {stats.function_errors},"
+        f" records ok {stats.records_succeeded}, records failed {stats.records_failed}"
+    )
+    lines.append(f"executions running: {len(stack.running_executions())}")
+    try:
+        queued = stack.queue_messages(res.orders_queue_url, timeout_s=20)
+    except TimeoutError as exc:
+        queued = []
+        lines.append(f"orders queue not readable: {exc}")
+    with stack.db() as conn:
+        for order_id in stuck[:limit]:
+            row = conn.execute(
+                "SELECT status, created_at, updated_at FROM orders WHERE order_id = %s", (order_id,)
+            ).fetchone()
+            events = [
+                f"{e[0]} {e[1]:%H:%M:%S}"
+                for e in conn.execute(
+                    "SELECT event, at FROM order_events WHERE order_id = %s ORDER BY event_id",
+                    (order_id,),
+                )
+            ]
+            naming = [m for m in queued if order_id in str(m.get("Body", ""))]
+            receives = [m.get("Attributes", {}).get("ApproximateReceiveCount") for m in naming]
+            found = (
+                f"{row[0]}, created {row[1]:%H:%M:%S}, updated {row[2]:%H:%M:%S}" if row else "none"
+            )
+            lines.append(
+                f"{order_id}: row ({found}),"
+                f" events {events}, {len(naming)} message(s) in the orders queue"
+                f" (receive counts {receives})"
+            )
+    return lines
 
 
 def percentile(values: list[int], q: float) -> float:
@@ -517,8 +574,10 @@ def build_report(
     settings: ChaosSettings,
     planned: list[Planned],
     poisons: dict[str, str],
+    *,
+    settled: bool = True,
 ) -> ChaosReport:
-    report = ChaosReport(settings=settings)
+    report = ChaosReport(settings=settings, settled=settled)
     records = Records.read(stack)
     order_ids = {p.order_id for p in planned}
     accepted = [p for p in planned if p.accepted]
@@ -580,6 +639,8 @@ def build_report(
     }
     report.violations = {name: len(ids) for name, ids in found.items()}
     report.examples = found
+    if not settled:
+        report.unsettled = unsettled_state(stack, found["not terminal"])
     return report
 
 
@@ -796,8 +857,7 @@ def run_on(
     progress.phase = "report"
     progress.finish()
 
-    report = build_report(stack, settings, planned, poisons)
-    report.settled = settled
+    report = build_report(stack, settings, planned, poisons, settled=settled)
     report.wall_s = wall
     report.run_cpu_s = run_cpu
     report.injected = _injected(

@@ -333,6 +333,7 @@ class LocalStack:
                     MaxNumberOfMessages=10,
                     VisibilityTimeout=int(timeout_s) + 30,
                     MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"],
                 ).get("Messages", [])
                 for message in batch:
                     messages[message["MessageId"]] = message
