@@ -97,7 +97,9 @@ class ChaosSettings:
     # Environments per function, capped by each function's reserved concurrency (dev: 4 for
     # the saga steps). Pools grow only when all environments are busy.
     pool_size: int = 4
-    settle_timeout_s: float = 600.0
+    # Give up when no order has settled for this long (stuck, not slow: a 10k run's backlog
+    # takes ~10 min to settle after the last POST, so a fixed deadline failed healthy runs).
+    settle_timeout_s: float = 300.0
     cdk_out: Path = Path("cdk.out")
     # Powertools Tracer in the workers; off by default here (throughput only, announced).
     tracing: bool = False
@@ -476,7 +478,10 @@ class ChaosReport:
             if ids and self.violations.get(name):
                 out.append(f"  e.g. {name}: {', '.join(ids[:5])}")
         if not self.settled:
-            out.append(f"the stack did not settle within {self.settings.settle_timeout_s:g} s")
+            out.append(
+                "the stack did not settle: no order settled for"
+                f" {self.settings.settle_timeout_s:g} s"
+            )
             out += [f"  {line}" for line in self.unsettled]
         out.append(
             f"{self.counts.get('submitted', 0)} orders in {self.wall_s:.1f} s"
@@ -499,38 +504,67 @@ class ChaosReport:
 
 
 def unsettled_state(stack: LocalStack, stuck: list[str], limit: int = 10) -> list[str]:
-    """What is still moving when the stack did not settle: the orders queue, the poller and,
-    for a few stuck orders, their status and any message naming them still in the queue.
-    (Reading the queue counts as a receive of each message: diagnostics only.)"""
+    """What is still moving when the stack did not settle: the orders queue, the poller, the
+    function pools and, for a few stuck orders, their row, events, queued messages and
+    execution history. Diagnostics only: a failure to read one part becomes a line, and
+    reading the queue counts as a receive of each message."""
     lines: list[str] = []
-    res, poller = stack.resources, stack.poller
-    if res is None or poller is None:
+    for part in (_queue_state, _pool_state, _stuck_orders_state):
+        try:
+            lines += part(stack, stuck[:limit])
+        except Exception as exc:  # noqa: BLE001 - report what could be read
+            lines.append(f"{part.__name__}: could not read: {exc!r}")
+    return lines
+
+
+def _queue_state(stack: LocalStack, _: list[str]) -> list[str]:
+    res, poller, aws = stack.resources, stack.poller, stack.aws
+    if res is None or poller is None or aws is None:
         return ["the stack is not running"]
-    sqs = stack.aws.client("sqs") if stack.aws is not None else None
-    if sqs is not None:
-        attrs = sqs.get_queue_attributes(QueueUrl=res.orders_queue_url, AttributeNames=["All"])
-        counts = {
-            k.removeprefix("ApproximateNumberOfMessages") or "Visible": v
-            for k, v in attrs["Attributes"].items()
-            if k.startswith("ApproximateNumberOfMessages")
-        }
-        lines.append(f"orders queue: {counts}")
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=res.orders_queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    counts = {
+        k.removeprefix("ApproximateNumberOfMessages") or "Visible": v
+        for k, v in attrs.items()
+        if k.startswith("ApproximateNumberOfMessages")
+    }
     stats = poller.stats
-    lines.append(
+    return [
+        f"orders queue: {counts}",
         f"poller: enabled {poller.enabled}, batches in flight {poller.in_flight},"
         f" invocations {stats.invocations}, function errors {stats.function_errors},"
-        f" records ok {stats.records_succeeded}, records failed {stats.records_failed}"
-    )
-    lines.append(f"executions running: {len(stack.running_executions())}")
-    try:
-        queued = stack.queue_messages(res.orders_queue_url, timeout_s=20)
-    except TimeoutError as exc:
-        queued = []
-        lines.append(f"orders queue not readable: {exc}")
+        f" records ok {stats.records_succeeded}, records failed {stats.records_failed}",
+        f"executions running: {len(stack.running_executions())}",
+    ]
+
+
+def _pool_state(stack: LocalStack, _: list[str]) -> list[str]:
+    lines = []
+    for logical_id, pool in stack.pools.items():
+        workers = pool.workers
+        lines.append(
+            f"pool {logical_id}: {len(workers)}/{pool.size} environments, idle {pool.idle},"
+            f" invocations {sum(w.invocations for w in workers)},"
+            f" timeouts {sum(w.timeouts for w in workers)},"
+            f" crashes {sum(w.crashes for w in workers)}"
+        )
+    return lines
+
+
+def _stuck_orders_state(stack: LocalStack, stuck: list[str]) -> list[str]:
+    res, aws = stack.resources, stack.aws
+    if res is None or aws is None or res.state_machine_arn is None:
+        return []
+    lines = []
+    queued = stack.queue_messages(res.orders_queue_url, timeout_s=20)
+    sfn = aws.client("stepfunctions")
+    arn_prefix = res.state_machine_arn.replace(":stateMachine:", ":execution:")
     with stack.db() as conn:
-        for order_id in stuck[:limit]:
+        for name in stuck:
+            order_id = name.removeprefix("order-")
             row = conn.execute(
-                "SELECT status, created_at, updated_at FROM orders WHERE order_id = %s", (order_id,)
+                "SELECT status, updated_at FROM orders WHERE order_id = %s", (order_id,)
             ).fetchone()
             events = [
                 f"{e[0]} {e[1]:%H:%M:%S}"
@@ -541,14 +575,23 @@ def unsettled_state(stack: LocalStack, stuck: list[str], limit: int = 10) -> lis
             ]
             naming = [m for m in queued if order_id in str(m.get("Body", ""))]
             receives = [m.get("Attributes", {}).get("ApproximateReceiveCount") for m in naming]
-            found = (
-                f"{row[0]}, created {row[1]:%H:%M:%S}, updated {row[2]:%H:%M:%S}" if row else "none"
-            )
             lines.append(
-                f"{order_id}: row ({found}),"
+                f"{order_id}: row {(row[0], f'{row[1]:%H:%M:%S}') if row else None},"
                 f" events {events}, {len(naming)} message(s) in the orders queue"
                 f" (receive counts {receives})"
             )
+            try:
+                history = sfn.get_execution_history(executionArn=f"{arn_prefix}:order-{order_id}")[
+                    "events"
+                ]
+            except sfn.exceptions.ExecutionDoesNotExist:
+                lines.append("  no execution")
+                continue
+            for e in history[-6:]:  # moto ignores maxResults/reverseOrder
+                details = json.dumps(
+                    {k: v for k, v in e.items() if k.endswith("Details")}, default=str
+                )
+                lines.append(f"  {e['timestamp']:%H:%M:%S} {e['type']} {details[:140]}")
     return lines
 
 
@@ -845,7 +888,7 @@ def run_on(
             with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="chaos-client") as ex:
                 list(ex.map(place, planned))
             progress.phase = "settling"
-            settled = stack.wait_until_settled(timeout_s=settings.settle_timeout_s)
+            settled = _wait_settled(stack, progress, settings.settle_timeout_s)
         finally:
             dropper.stop()
             watcher.stop()
@@ -864,6 +907,18 @@ def run_on(
         planned, duplicates_sent, poisons, injected_payment, dropper, crasher
     )
     return report
+
+
+def _wait_settled(stack: LocalStack, progress: Progress, idle_s: float) -> bool:
+    """Wait for the stack to settle while orders keep settling; ``False`` once none has for
+    ``idle_s`` seconds (``progress.settled`` is the watcher's count of terminal orders)."""
+    last, since = progress.settled, time.monotonic()
+    while not stack.wait_until_settled(timeout_s=min(30.0, idle_s)):
+        if progress.settled != last:
+            last, since = progress.settled, time.monotonic()
+        elif time.monotonic() - since >= idle_s:
+            return False
+    return True
 
 
 def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr) -> ChaosReport:
@@ -1021,7 +1076,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--declined-rate", type=float, default=d.declined_rate, help="share of declined cards")
     a("--hot-skus", type=int, default=d.hot_skus, help="SKUs with scarce stock (contention)")
     a("--pool-size", type=int, default=d.pool_size, help="workers per function (%(default)s)")
-    a("--settle-timeout", type=float, default=d.settle_timeout_s, help="seconds")
+    a(
+        "--settle-timeout",
+        type=float,
+        default=d.settle_timeout_s,
+        help="give up when no order settles for this many seconds",
+    )
     a(
         "--tracing",
         action="store_true",

@@ -346,6 +346,11 @@ class FunctionPool:
     def workers(self) -> list[FunctionWorker]:
         return list(self._workers)
 
+    @property
+    def idle(self) -> int:
+        """Environments waiting for an invocation (diagnostics)."""
+        return self._idle.qsize()
+
     def warm_up(self, count: int = 1) -> None:
         with self._checkout(fresh=min(count, self.size)) as batch:
             for worker in batch:
