@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -54,7 +55,7 @@ from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 from devstack import invariants
 from devstack.aws import DEFAULT_PAYMENT_API_KEY
 from devstack.invariants import TERMINAL, Records
-from devstack.lambda_runtime import discard_logs
+from devstack.lambda_runtime import LogRecord, discard_logs
 from devstack.payment_provider import PaymentProvider, _DropConnection
 from devstack.stack import LocalStack
 
@@ -103,6 +104,8 @@ class ChaosSettings:
     cdk_out: Path = Path("cdk.out")
     # Powertools Tracer in the workers; off by default here (throughput only, announced).
     tracing: bool = False
+    # Every function log line to this file (slower); by default logs are discarded.
+    log_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.orders < 1 or self.concurrency < 1 or self.pool_size < 1:
@@ -447,7 +450,7 @@ class ChaosReport:
     # CPU seconds between the clock's start and the settled stack (no start-up, no warm-up).
     run_cpu_s: dict[str, float] = field(default_factory=dict)
     settled: bool = True
-    # When the stack did not settle: where the unsettled orders were (unsettled_state).
+    # Where the unsettled orders were (unsettled_state), when there are any.
     unsettled: list[str] = field(default_factory=list)
 
     @property
@@ -482,6 +485,8 @@ class ChaosReport:
                 "the stack did not settle: no order settled for"
                 f" {self.settings.settle_timeout_s:g} s"
             )
+        if self.unsettled:
+            out.append("where the unsettled orders are:")
             out += [f"  {line}" for line in self.unsettled]
         out.append(
             f"{self.counts.get('submitted', 0)} orders in {self.wall_s:.1f} s"
@@ -504,7 +509,7 @@ class ChaosReport:
 
 
 def unsettled_state(stack: LocalStack, stuck: list[str], limit: int = 10) -> list[str]:
-    """What is still moving when the stack did not settle: the orders queue, the poller, the
+    """Where the orders short of a final state are: the orders queue, the poller, the
     function pools and, for a few stuck orders, their row, events, queued messages and
     execution history. Diagnostics only: a failure to read one part becomes a line, and
     reading the queue counts as a receive of each message."""
@@ -580,6 +585,7 @@ def _stuck_orders_state(stack: LocalStack, stuck: list[str]) -> list[str]:
                 f" events {events}, {len(naming)} message(s) in the orders queue"
                 f" (receive counts {receives})"
             )
+            lines.append(f"  intake idempotency record: {_intake_record(stack, order_id)}")
             try:
                 history = sfn.get_execution_history(executionArn=f"{arn_prefix}:order-{order_id}")[
                     "events"
@@ -593,6 +599,22 @@ def _stuck_orders_state(stack: LocalStack, stuck: list[str]) -> list[str]:
                 )
                 lines.append(f"  {e['timestamp']:%H:%M:%S} {e['type']} {details[:140]}")
     return lines
+
+
+def _intake_record(stack: LocalStack, order_id: str) -> str:
+    """The intake's Powertools record for an order: key ``start_saga#md5(json(order id))``."""
+    res, aws = stack.resources, stack.aws
+    if res is None or aws is None or res.idempotency_table is None:
+        return "no table"
+    digest = hashlib.md5(json.dumps(order_id).encode(), usedforsecurity=False).hexdigest()
+    item = (
+        aws.client("dynamodb")
+        .get_item(TableName=res.idempotency_table, Key={"id": {"S": f"start_saga#{digest}"}})
+        .get("Item")
+    )
+    if item is None:
+        return "none"
+    return json.dumps({k: next(iter(v.values())) for k, v in item.items()}, default=str)[:300]
 
 
 def percentile(values: list[int], q: float) -> float:
@@ -682,7 +704,7 @@ def build_report(
     }
     report.violations = {name: len(ids) for name, ids in found.items()}
     report.examples = found
-    if not settled:
+    if not settled or found["not terminal"]:
         report.unsettled = unsettled_state(stack, found["not terminal"])
     return report
 
@@ -934,7 +956,7 @@ def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr)
         pool_size=settings.pool_size,
         catalogue=catalogue(settings),
         say=say,
-        log_sink=discard_logs,
+        log_sink=discard_logs if settings.log_file is None else _FileSink(settings.log_file),
         provider=HookedProvider(),
         tracing=settings.tracing,
     ) as stack:
@@ -946,6 +968,19 @@ def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr)
         "child processes (Lambda workers, DynamoDB's moto)": cpu_after[1] - cpu_before[1],
     }
     return report
+
+
+class _FileSink:
+    """A log sink appending ``<function> <stream> <line>`` to a file (``--log-file``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, record: LogRecord) -> None:
+        with self._lock:
+            self._file.write(f"{record.function_name} {record.stream} {record.line}\n")
+            self._file.flush()
 
 
 PARENT_CPU: Final = "this process"
@@ -1087,6 +1122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the functions with Powertools Tracer on (off by default: throughput only)",
     )
+    a("--log-file", type=Path, help="write every function log line here (slower)")
     a("--quiet", action="store_true", help="no progress line")
 
 
@@ -1107,6 +1143,7 @@ def main(args: argparse.Namespace) -> int:
         pool_size=args.pool_size,
         settle_timeout_s=args.settle_timeout,
         tracing=args.tracing,
+        log_file=args.log_file,
     )
     report = run(settings, progress_stream=None if args.quiet else sys.stderr)
     print(report.render(), flush=True)
