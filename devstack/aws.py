@@ -35,6 +35,9 @@ Everything that differs from AWS on purpose is in one place each and announced a
   ``--tracing`` turns it back on): the workers run with Powertools Tracer disabled, so botocore
   is not patched by the X-Ray SDK (locally no daemon reads the segments; ~1/3 of a worker's CPU
   went into them). The demo and the end-to-end tests keep tracing on (throughput only).
+
+Where moto is *less strict* than AWS in a way our guarantees depend on, ``devstack.moto_fidelity``
+corrects it (DynamoDB item operations made atomic, in the DynamoDB process).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import urllib3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto.server import ThreadedMotoServer
 
+from devstack.moto_fidelity import atomic_dynamodb_item_operations
 from devstack.payment_provider import PaymentProvider
 from devstack.postgres import LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate, QueueSpec
@@ -52,15 +53,28 @@ def reset_function_caches() -> None:
         cached.cache_clear()
 
 
+# Read once, at plugin import (conftest fixed them): a local stack started first in the session
+# points MOTO_PORT at its own server while it runs.
+_FUNCTION_TESTS_MOTO_PORT = int(os.environ["MOTO_PORT"])
+_FUNCTION_TESTS_ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    port = int(os.environ["MOTO_PORT"])
+    port = _FUNCTION_TESTS_MOTO_PORT
+    # The functions' concurrency tests rely on DynamoDB's atomic conditional writes.
+    patches = atomic_dynamodb_item_operations()
+    undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    for owner, attr, value in patches:
+        setattr(owner, attr, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        yield os.environ["AWS_ENDPOINT_URL"]
+        yield _FUNCTION_TESTS_ENDPOINT
     finally:
         server.stop()
+        for owner, attr, before in undo:
+            setattr(owner, attr, before)
 
 
 @pytest.fixture(scope="session")
