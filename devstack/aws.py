@@ -37,7 +37,7 @@ Everything that differs from AWS on purpose is in one place each and announced a
   went into them). The demo and the end-to-end tests keep tracing on (throughput only).
 
 Where moto is *less strict* than AWS in a way our guarantees depend on, ``devstack.moto_fidelity``
-corrects it (DynamoDB item operations made atomic, in the DynamoDB process).
+corrects it in both processes (DynamoDB item operations and SQS deletes/receives made atomic).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguagePa
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
 from devstack.lambda_runtime import DEFAULT_CODE_ROOT, FunctionConfig, Invoker
+from devstack.moto_fidelity import fidelity_patches
 from devstack.moto_process import (
     SEPARATE_SERVICES,
     KeepAliveRequestHandler,
@@ -381,6 +382,9 @@ class LocalAws:
         )
 
     def _patch_moto(self) -> None:
+        # 0. AWS's atomicity where moto lacks it (devstack.moto_fidelity): not a shortcut.
+        for owner, attr, value in fidelity_patches():
+            self._patch(owner, attr, value)
         # 1. Lambda invokes (Step Functions tasks) run in the function's worker process.
         self._patch(lambda_models.LambdaFunction, "_invoke_lambda", self._make_invoke_lambda())
         # 2. Retry waits: scaled and recorded. The real waits are 1-60 s per retry.

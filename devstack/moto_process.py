@@ -202,9 +202,9 @@ def _child_main(argv: list[str]) -> int:
     from moto.server import ThreadedMotoServer
 
     from devstack.aws import _cached_backend_for_host
-    from devstack.moto_fidelity import atomic_dynamodb_item_operations
+    from devstack.moto_fidelity import fidelity_patches
 
-    for owner, attr, value in atomic_dynamodb_item_operations():  # AWS's atomicity (see there)
+    for owner, attr, value in fidelity_patches():  # AWS's atomicity (see there)
         setattr(owner, attr, value)
     # The same routing cache as the parent's (devstack.aws, announced there).
     cached = _cached_backend_for_host(DomainDispatcherApplication.get_backend_for_host)

@@ -16,7 +16,7 @@ import urllib3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto.server import ThreadedMotoServer
 
-from devstack.moto_fidelity import atomic_dynamodb_item_operations
+from devstack.moto_fidelity import fidelity_patches
 from devstack.payment_provider import PaymentProvider
 from devstack.postgres import LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate, QueueSpec
@@ -62,8 +62,8 @@ _FUNCTION_TESTS_ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     port = _FUNCTION_TESTS_MOTO_PORT
-    # The functions' concurrency tests rely on DynamoDB's atomic conditional writes.
-    patches = atomic_dynamodb_item_operations()
+    # The functions' concurrency tests rely on AWS's atomicity (DynamoDB items, SQS queues).
+    patches = fidelity_patches()
     undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
     for owner, attr, value in patches:
         setattr(owner, attr, value)

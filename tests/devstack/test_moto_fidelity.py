@@ -1,9 +1,14 @@
-"""DynamoDB's conditional writes are atomic per item, in AWS and in every moto server here.
+"""AWS's atomicity where moto lacks it (``devstack.moto_fidelity``), proven by racing threads.
 
-Powertools idempotency (every function's) rests on it: of two racing ``PutItem`` calls with
-``attribute_not_exists``, exactly one may succeed. Unpatched moto let both through, and the
-same POST sent five times at once was accepted twice (see ``devstack.moto_fidelity``).
-The local stack's own server is raced over HTTP in tests/e2e/test_stack_dynamodb.py."""
+- DynamoDB conditional writes are atomic per item: Powertools idempotency (every function's)
+  rests on it. Unpatched moto let two racing ``PutItem`` calls through, and the same POST sent
+  five times at once was accepted twice. The local stack's own DynamoDB server is raced over
+  HTTP in tests/e2e/test_stack_dynamodb.py.
+- An SQS message sent is kept until deleted, and a deleted one stays deleted. Unpatched moto
+  lost messages sent while another was deleted (one order in ~10,000 in a chaos run).
+
+Each race runs with threads switching every 0.1 ms instead of every 5 ms, so a missing lock
+shows on every run instead of once in thousands."""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from collections.abc import Iterator
 import pytest
 from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
+from moto.sqs.models import Queue, SQSBackend
 
-from devstack.moto_fidelity import ITEM_OPERATIONS, atomic_dynamodb_item_operations
+from devstack.moto_fidelity import DYNAMODB_ITEM_OPERATIONS, fidelity_patches
 
 KEYS = 40
 WRITERS_PER_KEY = 6
@@ -42,33 +48,52 @@ def frequent_thread_switches() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+
+
 @pytest.fixture
-def atomic_backend() -> Iterator[DynamoDBBackend]:
-    """A fresh in-process DynamoDB backend (not moto's registry) with the patches applied."""
-    patches = atomic_dynamodb_item_operations()
+def fidelity() -> Iterator[None]:
+    """``fidelity_patches()`` applied for the test, as every moto process here applies them."""
+    patches = fidelity_patches()
     undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
     for owner, attr, value in patches:
         setattr(owner, attr, value)
     try:
-        backend = DynamoDBBackend(region_name="eu-west-1", account_id="123456789012")
-        backend.create_table(
-            TABLE,
-            schema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            throughput=None,
-            attr=[{"AttributeName": "id", "AttributeType": "S"}],
-            global_indexes=None,
-            indexes=None,
-            streams=None,
-            billing_mode="PAY_PER_REQUEST",
-            sse_specification=None,
-            tags=[],
-            deletion_protection_enabled=None,
-            warm_throughput=None,
-        )
-        yield backend
+        yield
     finally:
         for owner, attr, before in undo:
             setattr(owner, attr, before)
+
+
+def start_all(threads: list[threading.Thread]) -> None:
+    """Start the threads (each waits on a shared barrier) and wait for them, switching often."""
+    with frequent_thread_switches():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+
+@pytest.fixture
+def atomic_backend(fidelity: None) -> DynamoDBBackend:
+    """A fresh in-process DynamoDB backend (not moto's registry) with the patches applied."""
+    backend = DynamoDBBackend(region_name=REGION, account_id=ACCOUNT)
+    backend.create_table(
+        TABLE,
+        schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        throughput=None,
+        attr=[{"AttributeName": "id", "AttributeType": "S"}],
+        global_indexes=None,
+        indexes=None,
+        streams=None,
+        billing_mode="PAY_PER_REQUEST",
+        sse_specification=None,
+        tags=[],
+        deletion_protection_enabled=None,
+        warm_throughput=None,
+    )
+    return backend
 
 
 def test_racing_idempotency_records_on_one_key_let_exactly_one_through(
@@ -114,22 +139,63 @@ def test_racing_idempotency_records_on_one_key_let_exactly_one_through(
     for start in range(0, len(keys), KEYS):
         racing = [key for key in keys[start : start + KEYS] for _ in range(WRITERS_PER_KEY)]
         barrier = threading.Barrier(len(racing))
-        threads = [threading.Thread(target=write, args=(barrier, key)) for key in racing]
-        with frequent_thread_switches():
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
+        start_all([threading.Thread(target=write, args=(barrier, key)) for key in racing])
 
     assert {key: winners[key] for key in keys} == dict.fromkeys(keys, 1)
 
 
-def test_the_function_tests_moto_server_makes_item_operations_atomic(moto_server: str) -> None:
-    """Given the function tests' moto server (``moto_server``), then every DynamoDB item
-    operation in its process is the locked one (the race above is what the lock prevents).
+SENT_WHILE_DELETING = 400
 
-    Fails if: the fixture stops applying ``atomic_dynamodb_item_operations``."""
-    unlocked = [
-        n for n in ITEM_OPERATIONS if not hasattr(getattr(DynamoDBBackend, n), "__wrapped__")
+
+def test_a_message_sent_while_others_are_deleted_is_kept_and_the_deleted_stay_deleted(
+    fidelity: None,
+) -> None:
+    """Given a queue holding 400 received messages, when two threads delete them by receipt
+    handle while two others send 400 new ones, then exactly the 400 new messages are left.
+
+    Fails if: ``Queue.delete_message`` stops holding the queue's lock (unpatched: a few new
+    messages vanish and over a hundred deleted ones come back, every run)."""
+    sqs = SQSBackend(region_name=REGION, account_id=ACCOUNT)
+    queue: Queue = sqs.create_queue("orders")
+    received = [sqs.send_message("orders", f"old-{i}") for i in range(SENT_WHILE_DELETING)]
+    for message in received:
+        message.mark_received(visibility_timeout=300)
+    handles = [str(message.receipt_handle) for message in received]
+    half = SENT_WHILE_DELETING // 2
+    barrier = threading.Barrier(4)
+
+    def delete(some: list[str]) -> None:
+        barrier.wait()
+        for handle in some:
+            queue.delete_message(handle)
+
+    def send(sender: int) -> None:
+        barrier.wait()
+        for i in range(half):
+            sqs.send_message("orders", f"new-{sender}-{i}")
+
+    start_all(
+        [
+            threading.Thread(target=delete, args=(handles[:half],)),
+            threading.Thread(target=delete, args=(handles[half:],)),
+            threading.Thread(target=send, args=(0,)),
+            threading.Thread(target=send, args=(1,)),
+        ]
+    )
+
+    left = sorted(message.body for message in queue._messages)
+    assert left == sorted(f"new-{s}-{i}" for s in range(2) for i in range(half))
+
+
+def test_the_function_tests_moto_server_has_the_fidelity_patches(moto_server: str) -> None:
+    """Given the function tests' moto server (``moto_server``), then the DynamoDB item
+    operations and SQS deletes/receives in its process are the locked ones (the races above
+    are what the locks prevent).
+
+    Fails if: the fixture stops applying ``fidelity_patches``."""
+    patched = [
+        *(getattr(DynamoDBBackend, name) for name in DYNAMODB_ITEM_OPERATIONS),
+        Queue.delete_message,
+        SQSBackend.receive_message,
     ]
-    assert unlocked == []
+    assert [f.__qualname__ for f in patched if not hasattr(f, "__wrapped__")] == []
