@@ -910,7 +910,13 @@ class _ReapingThreadList(list[threading.Thread]):
     def append(self, thread: threading.Thread) -> None:
         finished = [t for t in list(self) if t.ident is not None and not t.is_alive()]
         for done in finished:
-            done.join()
+            try:
+                done.join(timeout=0)
+            except RuntimeError:
+                # Still starting on another thread: its ident is set before it signals that it
+                # started, and until then is_alive() is False and join() refuses. Raising here
+                # failed that StartExecution with its execution left RUNNING forever.
+                continue
             with contextlib.suppress(ValueError):
                 self.remove(done)
         super().append(thread)

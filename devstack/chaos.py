@@ -49,7 +49,11 @@ from typing import Any, Final, TextIO
 import jwt
 import psycopg
 import urllib3
-from orders_saga.logic.order_identity import order_id_for
+from orders_saga.logic.order_identity import (
+    execution_name_for,
+    order_id_for,
+    order_id_of_execution,
+)
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
 from devstack import invariants
@@ -566,8 +570,7 @@ def _stuck_orders_state(stack: LocalStack, stuck: list[str]) -> list[str]:
     sfn = aws.client("stepfunctions")
     arn_prefix = res.state_machine_arn.replace(":stateMachine:", ":execution:")
     with stack.db() as conn:
-        for name in stuck:
-            order_id = name.removeprefix("order-")
+        for order_id in stuck:
             row = conn.execute(
                 "SELECT status, updated_at FROM orders WHERE order_id = %s", (order_id,)
             ).fetchone()
@@ -586,10 +589,9 @@ def _stuck_orders_state(stack: LocalStack, stuck: list[str]) -> list[str]:
                 f" (receive counts {receives})"
             )
             lines.append(f"  intake idempotency record: {_intake_record(stack, order_id)}")
+            execution_arn = f"{arn_prefix}:{execution_name_for(order_id)}"
             try:
-                history = sfn.get_execution_history(executionArn=f"{arn_prefix}:order-{order_id}")[
-                    "events"
-                ]
+                history = sfn.get_execution_history(executionArn=execution_arn)["events"]
             except sfn.exceptions.ExecutionDoesNotExist:
                 lines.append("  no execution")
                 continue
@@ -680,7 +682,7 @@ def build_report(
         "saga executions": len(records.executions),
     }
 
-    execs_per_order = Counter(str(e["name"]).removeprefix("order-") for e in records.executions)
+    execs_per_order = Counter(order_id_of_execution(str(e["name"])) for e in records.executions)
     attempts = [stack.counter.attempts(oid) for oid in accepted_ids]
     report.attempts_worst_case = worst_case_attempts()
     report.attempts_p50 = percentile(attempts, 50)

@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 import urllib3
-from orders_saga.logic.order_identity import order_id_for
+from orders_saga.logic.order_identity import execution_name_for, order_id_for
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
 from devstack.invariants import TERMINAL, Records, check
@@ -264,7 +264,7 @@ def outcome_problems(
     dup = next(s for s in subs if s.scenario == "duplicate SQS delivery")
     if (
         dup.order_id
-        and sum(1 for e in stack.executions() if e["name"] == f"order-{dup.order_id}") != 1
+        and sum(1 for e in stack.executions() if e["name"] == execution_name_for(dup.order_id)) != 1
     ):
         problems.append("the duplicate SQS delivery started more than one execution")
     lost_response = next(s for s in subs if s.scenario == "charge response lost")

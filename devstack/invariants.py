@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from orders_saga.logic.order_identity import order_id_of_execution
+
 if TYPE_CHECKING:
     from devstack.payment_provider import Charge, Refund
     from devstack.stack import LocalStack
@@ -125,7 +127,8 @@ def lost(records: Records, order_ids: Iterable[str]) -> list[str]:
 
 
 def not_terminal(records: Records, order_ids: Iterable[str]) -> list[str]:
-    """Orders stuck short of CONFIRMED/FAILED (and not dead-lettered), plus running executions."""
+    """Orders stuck short of CONFIRMED/FAILED (and not dead-lettered), and orders whose
+    execution is still running: each order once."""
     ids = list(order_ids)
     in_dlq = records.in_dead_letters(ids)
     stuck = [
@@ -133,7 +136,8 @@ def not_terminal(records: Records, order_ids: Iterable[str]) -> list[str]:
         for oid in ids
         if oid in records.status and records.status[oid] not in TERMINAL and oid not in in_dlq
     ]
-    return stuck + records.running_executions()
+    running = [order_id_of_execution(name) for name in records.running_executions()]
+    return list(dict.fromkeys(stuck + running))
 
 
 def double_charged(records: Records) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from moto.sqs.models import Queue, SQSBackend, sqs_backends
 from moto.utilities.utils import load_resource
 
-from devstack.aws import _queue_attributes, _retention_period_check
+from devstack.aws import _queue_attributes, _ReapingThreadList, _retention_period_check
 from devstack.template import LOCAL_ACCOUNT_ID
 from tests.devstack.mini_stack import FakePostgres, RunningStack, running_stack
 
@@ -257,3 +258,38 @@ def test_sqs_queue_attributes_are_moto_s_own_answers_with_one_scan(stack: Runnin
     )
     assert len(fifo_queue._messages) == 1  # the duplicate was dropped, as moto does
     assert _queue_attributes(fifo_queue) == original(fifo_queue)
+
+
+class _CaughtStarting(threading.Thread):
+    """A thread as another thread's ``start()`` leaves it for a moment: its ident is set, it
+    has not yet signalled that it started, so ``is_alive()`` is False and ``join()`` raises."""
+
+    @property
+    def ident(self) -> int:
+        return 1
+
+
+def test_the_thread_reaper_drops_finished_threads_and_skips_one_still_starting() -> None:
+    """Given moto's TMP_THREADS as ``_ReapingThreadList`` holding a finished thread, a running
+    one and one caught while starting, when moto registers another thread, then the finished
+    one is joined and dropped, the other two are kept and the registration succeeds.
+
+    Fails if: the reaper joins a thread that is still starting (join raises, and moto's
+    StartExecution failed with its execution left RUNNING forever: seen in a 10,000-order
+    chaos run), or it drops threads that have not finished."""
+    release = threading.Event()
+    finished = threading.Thread(target=lambda: None)
+    running = threading.Thread(target=release.wait)
+    finished.start()
+    finished.join()
+    running.start()
+    starting = _CaughtStarting(target=lambda: None)
+    threads = _ReapingThreadList([finished, running, starting])
+    try:
+        new = threading.Thread(target=lambda: None)
+        threads.append(new)
+
+        assert list(threads) == [running, starting, new]
+    finally:
+        release.set()
+        running.join()

@@ -12,9 +12,17 @@ def order_id_for(customer_id: str, idempotency_key: str) -> str:
     return str(uuid.uuid5(ORDER_NAMESPACE, f"{customer_id}\x1f{idempotency_key}"))
 
 
+EXECUTION_PREFIX = "order-"
+
+
 def execution_name_for(order_id: str) -> str:
     """Step Functions refuses a second execution with this name (F01)."""
-    return f"order-{order_id}"
+    return f"{EXECUTION_PREFIX}{order_id}"
+
+
+def order_id_of_execution(execution_name: str) -> str:
+    """The order an execution named by ``execution_name_for`` runs (reports, runbooks)."""
+    return execution_name.removeprefix(EXECUTION_PREFIX)
 
 
 def is_order_id(value: str) -> bool:
