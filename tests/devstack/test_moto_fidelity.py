@@ -34,6 +34,29 @@ POWERTOOLS_CONDITION = (  # what Powertools' DynamoDBPersistenceLayer saves INPR
     "attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_in_millis)"
 )
 TABLE = "idempotency"
+CONDITION_NAMES = {
+    "#id": "id",
+    "#expiry": "expiration",
+    "#in_progress_expiry": "in_progress_expiration",
+    "#status": "status",
+}
+
+
+def condition_values(now_s: int) -> dict[str, dict[str, str]]:
+    return {
+        ":now": {"N": str(now_s)},
+        ":now_in_millis": {"N": str(now_s * 1000)},
+        ":inprogress": {"S": "INPROGRESS"},
+    }
+
+
+def inprogress_record(key: str, now_s: int) -> dict[str, dict[str, str]]:
+    """An INPROGRESS idempotency record as Powertools writes it (in DynamoDB's JSON)."""
+    return {
+        "id": {"S": key},
+        "status": {"S": "INPROGRESS"},
+        "expiration": {"N": str(now_s + 3600)},
+    }
 
 
 @contextlib.contextmanager
@@ -114,23 +137,10 @@ def test_racing_idempotency_records_on_one_key_let_exactly_one_through(
         with contextlib.suppress(ConditionalCheckFailed):
             atomic_backend.put_item(
                 TABLE,
-                {
-                    "id": {"S": key},
-                    "status": {"S": "INPROGRESS"},
-                    "expiration": {"N": str(now_s + 3600)},
-                },
+                inprogress_record(key, now_s),
                 condition_expression=POWERTOOLS_CONDITION,
-                expression_attribute_names={
-                    "#id": "id",
-                    "#expiry": "expiration",
-                    "#in_progress_expiry": "in_progress_expiration",
-                    "#status": "status",
-                },
-                expression_attribute_values={
-                    ":now": {"N": str(now_s)},
-                    ":now_in_millis": {"N": str(now_s * 1000)},
-                    ":inprogress": {"S": "INPROGRESS"},
-                },
+                expression_attribute_names=CONDITION_NAMES,
+                expression_attribute_values=condition_values(now_s),
             )
             with lock:
                 winners[key] += 1

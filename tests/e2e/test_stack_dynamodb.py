@@ -12,7 +12,14 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.devstack.test_moto_fidelity import KEYS, POWERTOOLS_CONDITION, WRITERS_PER_KEY
+from tests.devstack.test_moto_fidelity import (
+    CONDITION_NAMES,
+    KEYS,
+    POWERTOOLS_CONDITION,
+    WRITERS_PER_KEY,
+    condition_values,
+    inprogress_record,
+)
 from tests.localstack import Running
 
 
@@ -54,23 +61,10 @@ def test_racing_idempotency_records_in_the_stack_let_exactly_one_through(
         try:
             dynamodb.put_item(
                 TableName=table,
-                Item={
-                    "id": {"S": key},
-                    "status": {"S": "INPROGRESS"},
-                    "expiration": {"N": str(now_s + 3600)},
-                },
+                Item=inprogress_record(key, now_s),
                 ConditionExpression=POWERTOOLS_CONDITION,
-                ExpressionAttributeNames={
-                    "#id": "id",
-                    "#expiry": "expiration",
-                    "#in_progress_expiry": "in_progress_expiration",
-                    "#status": "status",
-                },
-                ExpressionAttributeValues={
-                    ":now": {"N": str(now_s)},
-                    ":now_in_millis": {"N": str(now_s * 1000)},
-                    ":inprogress": {"S": "INPROGRESS"},
-                },
+                ExpressionAttributeNames=CONDITION_NAMES,
+                ExpressionAttributeValues=condition_values(now_s),
             )
             outcome = "won"
         except dynamodb.exceptions.ConditionalCheckFailedException:
