@@ -22,9 +22,10 @@ a moto server here: the local stack's two processes and the function tests' serv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from moto.dynamodb.models import DynamoDBBackend
@@ -47,6 +48,20 @@ Patch = tuple[Any, str, Any]
 def fidelity_patches() -> list[Patch]:
     """Every correction in this module (see the module docstring)."""
     return [*atomic_dynamodb_item_operations(), *atomic_sqs_message_lists()]
+
+
+@contextlib.contextmanager
+def fidelity_applied() -> Iterator[None]:
+    """``fidelity_patches()`` in force for the block, the previous methods back after it."""
+    patches = fidelity_patches()
+    undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    for owner, attr, value in patches:
+        setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        for owner, attr, before in undo:
+            setattr(owner, attr, before)
 
 
 def atomic_dynamodb_item_operations() -> list[Patch]:

@@ -16,7 +16,7 @@ import urllib3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto.server import ThreadedMotoServer
 
-from devstack.moto_fidelity import fidelity_patches
+from devstack.moto_fidelity import fidelity_applied
 from devstack.payment_provider import PaymentProvider
 from devstack.postgres import LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate, QueueSpec
@@ -63,18 +63,13 @@ _FUNCTION_TESTS_ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 def moto_server() -> Iterator[str]:
     port = _FUNCTION_TESTS_MOTO_PORT
     # The functions' concurrency tests rely on AWS's atomicity (DynamoDB items, SQS queues).
-    patches = fidelity_patches()
-    undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
-    for owner, attr, value in patches:
-        setattr(owner, attr, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield _FUNCTION_TESTS_ENDPOINT
-    finally:
-        server.stop()
-        for owner, attr, before in undo:
-            setattr(owner, attr, before)
+    with fidelity_applied():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield _FUNCTION_TESTS_ENDPOINT
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
 from moto.sqs.models import Queue, SQSBackend
 
-from devstack.moto_fidelity import DYNAMODB_ITEM_OPERATIONS, fidelity_patches
+from devstack.moto_fidelity import DYNAMODB_ITEM_OPERATIONS, fidelity_applied
 
 KEYS = 40
 WRITERS_PER_KEY = 6
@@ -78,15 +78,8 @@ REGION = "eu-west-1"
 @pytest.fixture
 def fidelity() -> Iterator[None]:
     """``fidelity_patches()`` applied for the test, as every moto process here applies them."""
-    patches = fidelity_patches()
-    undo = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
-    for owner, attr, value in patches:
-        setattr(owner, attr, value)
-    try:
+    with fidelity_applied():
         yield
-    finally:
-        for owner, attr, before in undo:
-            setattr(owner, attr, before)
 
 
 def start_all(threads: list[threading.Thread]) -> None:

@@ -30,7 +30,7 @@ def test_racing_idempotency_records_in_the_stack_let_exactly_one_through(
     PutItem against its DynamoDB over HTTP, then exactly one writer per key succeeds and the
     other five are refused with ConditionalCheckFailedException.
 
-    Fails if: ``devstack.moto_process`` stops applying ``atomic_dynamodb_item_operations``.
+    Fails if: ``devstack.moto_process`` stops applying ``fidelity_patches``.
     That server runs in another process, where threads switch at the default interval, so the
     race shows there only now and then (a CI run once accepted one POST twice); the proof that
     the lock prevents it is tests/devstack/test_moto_fidelity.py."""
