@@ -17,6 +17,10 @@ from infra.nag import acknowledge
 from infra.network import DATABASE_SUBNETS, FUNCTION_SUBNETS
 
 MASTER_USER = "orders_admin"
+# CA bundles shipped in the code asset (functions/orders_saga/certs, ADR 0008): the functions
+# pass them as sslrootcert, since Lambda has no trust store psycopg's OpenSSL would find.
+PROXY_CA_BUNDLE = "amazon-root-cas.pem"
+RDS_CA_BUNDLE = "rds-ca-bundle.pem"
 LOG_EXPORTS = ("postgresql", "upgrade")
 # Excluded from generated passwords: characters that break connection strings or shells.
 # (S105 is silenced below: a set of excluded characters, not a password.)
@@ -164,6 +168,10 @@ class Database(Construct):
             environment={
                 **self.environment(auth="secret", user=MASTER_USER, secret_arn=secret.secret_arn),
                 "DB_HOST": self.instance.db_instance_endpoint_address,
+                # The instance presents an RDS CA certificate, which no system store holds.
+                "DB_SSLROOTCERT": RDS_CA_BUNDLE,
+                # The role Migrate configures for the service functions (statement_timeout).
+                "DB_APP_USER": config.db.app_user,
             },
         )
         self.instance.connections.allow_default_port_from(self.migrate.function, "migrations")
@@ -213,6 +221,8 @@ class Database(Construct):
             "DB_USER": user or db.app_user,
             "DB_AUTH": auth,
             "DB_SSLMODE": "verify-full",
+            # RDS Proxy presents an ACM certificate: the Amazon roots verify it (ADR 0008).
+            "DB_SSLROOTCERT": PROXY_CA_BUNDLE,
             "DB_CONNECT_TIMEOUT_S": str(db.connect_timeout_s),
             "DB_STATEMENT_TIMEOUT_MS": str(db.statement_timeout_ms),
         }

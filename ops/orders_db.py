@@ -32,14 +32,15 @@ class OrderSnapshot:
 
 
 def load_order(dsn: str, order_id: str) -> OrderSnapshot | None:
+    # No startup `options`: RDS Proxy refuses them (issue 10). No prepared statements: they
+    # would pin a proxy connection. The bound is SET LOCAL, so it ends with this transaction
+    # and cannot leak to a pooled server connection.
     with psycopg.connect(
-        dsn,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-        row_factory=dict_row,
+        dsn, connect_timeout=CONNECT_TIMEOUT_S, row_factory=dict_row, prepare_threshold=None
     ) as conn:
         # Belt and braces: this tool never writes to the orders database.
         conn.read_only = True
+        conn.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
         order = conn.execute(
             "SELECT order_id::text, customer_id, status, currency, amount_cents, items,"
             " failure_reason, created_at, updated_at FROM orders WHERE order_id = %s",

@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
+from pathlib import Path
+
+# TLS modes that verify the server: the only ones a deployed function may use (F16).
+VERIFYING_SSLMODES = frozenset({"verify-ca", "verify-full"})
 
 
 class ConfigurationError(RuntimeError):
@@ -47,7 +52,14 @@ class DatabaseSettings:
     auth: str  # "iam" (RDS Proxy IAM token) or "secret" (username/password secret)
     secret_arn: str | None
     sslmode: str
+    # The CA bundle that verifies the server, as a path: one of the bundles shipped in
+    # orders_saga/certs in AWS, the local run's own CA locally. Never libpq's "system": psycopg's
+    # bundled OpenSSL resolves that to its build path, which Lambda does not have (issue 10).
+    sslrootcert: str | None
     connect_timeout_s: int
+    # Not sent by the functions (RDS Proxy refuses startup options): Migrate sets it on the
+    # application role (ALTER ROLE ... SET statement_timeout), the instance's parameter group
+    # sets it for every other session.
     statement_timeout_ms: int
 
 
@@ -70,11 +82,34 @@ def aws_client_settings() -> AwsClientSettings:
     )
 
 
+def ca_bundle_path(value: str) -> str:
+    """``DB_SSLROOTCERT``: a bundle's file name in orders_saga/certs, or an absolute path.
+
+    The file must exist now: a missing bundle is a configuration error the pre-traffic health
+    check reports (F12), not a TLS failure on every connection after the traffic shifted.
+    """
+    if value == "system":
+        raise ConfigurationError(
+            "DB_SSLROOTCERT=system is not usable on Lambda (psycopg's OpenSSL looks under its own "
+            "build path); name a bundle from orders_saga/certs"
+        )
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path(str(resources.files("orders_saga") / "certs" / value))
+    if not path.is_file():
+        raise ConfigurationError(f"DB_SSLROOTCERT: no CA bundle at {path}")
+    return str(path)
+
+
 @cache
 def database_settings() -> DatabaseSettings:
     auth = os.environ.get("DB_AUTH", "iam")
     if auth not in {"iam", "secret"}:
         raise ConfigurationError(f"DB_AUTH must be 'iam' or 'secret', not {auth!r}")
+    sslmode = os.environ.get("DB_SSLMODE", "verify-full")
+    rootcert = os.environ.get("DB_SSLROOTCERT") or None
+    if sslmode in VERIFYING_SSLMODES and rootcert is None:
+        raise ConfigurationError(f"DB_SSLMODE={sslmode} needs DB_SSLROOTCERT (a CA bundle)")
     return DatabaseSettings(
         host=_required("DB_HOST"),
         port=_int("DB_PORT", 5432),
@@ -82,10 +117,16 @@ def database_settings() -> DatabaseSettings:
         user=os.environ.get("DB_USER", ""),
         auth=auth,
         secret_arn=os.environ.get("DB_SECRET_ARN") or None,
-        sslmode=os.environ.get("DB_SSLMODE", "verify-full"),
+        sslmode=sslmode,
+        sslrootcert=ca_bundle_path(rootcert) if rootcert else None,
         connect_timeout_s=_int("DB_CONNECT_TIMEOUT_S", 3),
         statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),
     )
+
+
+def app_db_user() -> str:
+    """The role the service functions log in as (Migrate configures it: DB_APP_USER)."""
+    return _required("DB_APP_USER")
 
 
 @cache

@@ -430,3 +430,41 @@ def test_f16_every_handler_imports_from_the_built_assets_alone(
         if path.endswith(".py") and not Path(importlib.util.cache_from_source(path)).is_file()
     ]
     assert no_bytecode == [], "the code asset must ship compiled bytecode (F04)"
+
+
+# --------------------------------------------------------------------------- TLS to PostgreSQL
+
+# What each DB_HOST target presents (issue 10): RDS Proxy an ACM certificate (Amazon roots),
+# the DB instance an RDS CA certificate (the RDS bundle).
+BUNDLE_FOR_TARGET = {
+    "AWS::RDS::DBProxy": "amazon-root-cas.pem",
+    "AWS::RDS::DBInstance": "rds-ca-bundle.pem",
+}
+
+
+def test_f16_every_database_client_verifies_its_server_with_a_bundle_in_the_code_asset(
+    stage_stack: Synthesized,
+) -> None:
+    """Issue 10, findings 1 and 2: Lambda has no CA store psycopg's OpenSSL finds (``system``
+    resolves to psycopg's build path) and the RDS CA is in no public store. Every function that
+    connects to PostgreSQL must name, in DB_SSLROOTCERT, a bundle that the uploaded code asset
+    really holds, the right one for what its DB_HOST points at, with verify-full.
+
+    Fails if: infra/data.py drops DB_SSLROOTCERT or names a file the asset lacks (the bundle
+    excluded from the asset, renamed), or Migrate (direct to the instance) gets the proxy's
+    Amazon roots, under which the instance's certificate cannot verify."""
+    code, _ = built_assets(stage_stack)
+    res = resources(stage_stack)
+    checked = {}
+    for name, (_, props) in our_functions(stage_stack).items():
+        env = props.get("Environment", {}).get("Variables", {})
+        if "DB_HOST" not in env:
+            continue
+        target = env["DB_HOST"]["Fn::GetAtt"][0]
+        bundle = BUNDLE_FOR_TARGET[str(res.type_of(target))]
+        assert env["DB_SSLMODE"] == "verify-full", name
+        assert env["DB_SSLROOTCERT"] == bundle, name
+        assert (code / "orders_saga" / "certs" / bundle).is_file(), bundle
+        checked[name] = bundle
+    assert checked["Migrate"] == "rds-ca-bundle.pem"
+    assert set(checked.values()) == set(BUNDLE_FOR_TARGET.values())

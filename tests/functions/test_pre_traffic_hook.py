@@ -46,6 +46,7 @@ SERVICE_ENV = {
     "DB_PORT": "1",
     "DB_NAME": "orders",
     "DB_USER": "orders_app",
+    "DB_SSLROOTCERT": "amazon-root-cas.pem",  # the shipped bundle, as the template says
     "PAYMENT_API_URL": "http://127.0.0.1:1",
     "PAYMENT_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:key",
 }
@@ -448,6 +449,37 @@ def test_health_check_branch_reports_missing_database_settings(
     # Then it says so instead of connecting anywhere, and the hook will fail the deploy
     assert report["healthy"] is False
     assert any("DB_HOST" in problem for problem in report["problems"])
+    assert no_side_effects == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bundle"),
+    [(name, bundle) for name in sorted(HANDLERS) for bundle in (None, "system", "gone.pem")],
+)
+def test_health_check_branch_reports_a_ca_bundle_the_asset_does_not_ship(
+    name: str,
+    bundle: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    no_side_effects: list[str],
+    lambda_context: LambdaContext,
+) -> None:
+    """Issue 10, finding 2: with no usable CA bundle every connection to RDS Proxy fails TLS
+    verification (Lambda has no store psycopg's OpenSSL finds, "system" included). The new
+    version must fail its pre-traffic check instead of taking traffic.
+
+    Fails if: database_settings() accepts verify-full without DB_SSLROOTCERT, accepts "system",
+    or does not check that the named bundle exists (orders_saga/config.py ca_bundle_path)."""
+    for variable, value in SERVICE_ENV.items():
+        monkeypatch.setenv(variable, value)
+    if bundle is None:
+        monkeypatch.delenv("DB_SSLROOTCERT")
+    else:
+        monkeypatch.setenv("DB_SSLROOTCERT", bundle)
+
+    report = health_check(name, lambda_context)
+
+    assert report["healthy"] is False
+    assert any("DB_SSLROOTCERT" in problem for problem in report["problems"]), report
     assert no_side_effects == []
 
 

@@ -83,14 +83,19 @@ class Database:
             "password": creds.password,
             "connect_timeout": self._settings.connect_timeout_s,
             "sslmode": self._settings.sslmode,
-            # F07: no statement may outlive the function; the server cancels it.
-            "options": f"-c statement_timeout={self._settings.statement_timeout_ms}",
+            # No "options" (e.g. -c statement_timeout): RDS Proxy refuses any startup option.
+            # The F07 bound is on the role (Migrate) and in the instance's parameter group.
             "application_name": "orders-saga",
         }
-        if self._settings.sslmode == "verify-full":
-            # RDS Proxy presents an ACM certificate that the system trust store verifies.
-            params["sslrootcert"] = "system"
-        conn = psycopg.connect(**params)  # type: ignore[arg-type]
+        if self._settings.sslrootcert is not None:
+            # A shipped bundle (Amazon roots for the proxy, the RDS CAs for the instance):
+            # Lambda has no system store psycopg's OpenSSL would find.
+            params["sslrootcert"] = self._settings.sslrootcert
+        # prepare_threshold=None: no protocol-level prepared statements. psycopg prepares a
+        # query after its 5th execution; behind RDS Proxy that pins the client to one database
+        # connection for the rest of its life (multiplexing lost, F06), behind a transaction
+        # pooler the next transaction may not find the statement at all.
+        conn = psycopg.connect(**params, prepare_threshold=None)  # type: ignore[arg-type]
         self.connects += 1
         return conn
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 
 import psycopg
+from psycopg import sql
 
 _LOCK_ID = 0x0D5A6A  # arbitrary, constant: the advisory lock key for migrations
 
@@ -37,3 +38,21 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied_now.append(version)
     return applied_now
+
+
+def configure_app_role(conn: psycopg.Connection, role: str, *, statement_timeout_ms: int) -> None:
+    """F07: the statement bound of every session the functions open, set on their role.
+
+    Through RDS Proxy a client cannot send it (the proxy refuses startup ``options``) and a
+    session-level ``SET`` would pin the connection, so it lives on the role: PostgreSQL applies
+    it to every new server connection the proxy opens for the role. Run on every deploy, so the
+    value follows the stage configuration (``DB_STATEMENT_TIMEOUT_MS``).
+    """
+    if statement_timeout_ms < 1:
+        raise ValueError("statement_timeout_ms must be >= 1 (0 would disable the bound)")
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                sql.Identifier(role), sql.Literal(f"{statement_timeout_ms}ms")
+            )
+        )
