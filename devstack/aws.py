@@ -80,6 +80,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
+from devstack.differences import announce
 from devstack.lambda_runtime import DEFAULT_CODE_ROOT, FunctionConfig, Invoker
 from devstack.moto_fidelity import fidelity_patches
 from devstack.moto_process import (
@@ -121,33 +122,90 @@ class PostgresSettings(Protocol):
     def user(self) -> str: ...
     @property
     def password(self) -> str: ...
+    @property
+    def sslrootcert(self) -> str: ...
+
+
+class ProxyEndpoint(Protocol):
+    """What LocalAws needs of ``devstack.pgbouncer.ProxySettings`` (the RDS Proxy stand-in)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def dbname(self) -> str: ...
+    @property
+    def sslrootcert(self) -> str: ...
+
+
+# The local secret that holds the application role's password: the stand-in for the IAM token
+# a function presents to RDS Proxy (tests/catalogue/test_f20 translates reads of it back).
+PROXY_LOGIN_SECRET_PREFIX: Final = "devstack/proxy-login/"  # noqa: S105 - a name prefix
+
+
+@dataclass(frozen=True)
+class LocalDatabase:
+    """Where the local run's functions reach PostgreSQL: the instance directly (the master
+    login; Migrate) and, when there is one, the local pooling proxy (the service functions)."""
+
+    instance: PostgresSettings
+    proxy: ProxyEndpoint | None = None
+    # The application role's local password (AWS: an IAM token); required with a proxy.
+    app_password: str | None = None
+
+
+def talks_to_proxy(template: CfnTemplate, db_host: Any) -> bool:
+    """Whether a template's ``DB_HOST`` names an RDS Proxy (not the DB instance itself)."""
+    target = template.referenced_id(db_host)
+    if target is None:
+        return True  # a partial template (tests) without the proxy: only an instance is direct
+    return template.resource(target).type != "AWS::RDS::DBInstance"
 
 
 def local_overrides(
     template_env: Mapping[str, Any],
     *,
-    postgres: PostgresSettings,
+    database: LocalDatabase,
     db_secret_arn: str | None,
     payment_api_url: str,
+    via_proxy: bool,
+    proxy_login_secret_arn: str | None = None,
 ) -> dict[str, str]:
     """THE place where the local run's function environment differs from the template's.
 
-    The database is a loopback PostgreSQL with a password (no RDS Proxy, no IAM tokens, no
-    TLS); the payment provider is the local fake. Only variables a function already has are
-    overridden, so a function that does not talk to the database does not gain DB settings.
+    Database: the same path and settings as deployed (TLS ``verify-full``, through the proxy
+    for the service functions, directly to the instance for Migrate); what differs is the host
+    and port, the CA bundle (the run's CA instead of the shipped Amazon/RDS bundles) and the
+    login: a password from a local secret where AWS takes an IAM token. The payment provider is
+    the local fake. Only variables a function already has are overridden, so a function that
+    does not talk to the database does not gain DB settings.
     """
     out: dict[str, str] = {}
     if "DB_HOST" in template_env:
-        out.update(
-            DB_HOST=postgres.host,
-            DB_PORT=str(postgres.port),
-            DB_NAME=postgres.dbname,
-            DB_USER=postgres.user,
-            DB_AUTH="secret",
-            DB_SSLMODE="disable",
-        )
-        if db_secret_arn is not None:
-            out["DB_SECRET_ARN"] = db_secret_arn
+        proxy = database.proxy
+        if via_proxy and proxy is not None:
+            out.update(
+                DB_HOST=proxy.host,
+                DB_PORT=str(proxy.port),
+                DB_NAME=proxy.dbname,
+                DB_AUTH="secret",
+                DB_SSLROOTCERT=proxy.sslrootcert,
+            )
+            if proxy_login_secret_arn is not None:
+                out["DB_SECRET_ARN"] = proxy_login_secret_arn
+        else:
+            pg = database.instance
+            out.update(
+                DB_HOST=pg.host,
+                DB_PORT=str(pg.port),
+                DB_NAME=pg.dbname,
+                DB_USER=pg.user,
+                DB_AUTH="secret",
+                DB_SSLROOTCERT=pg.sslrootcert,
+            )
+            if db_secret_arn is not None:
+                out["DB_SECRET_ARN"] = db_secret_arn
     if "PAYMENT_API_URL" in template_env:
         out["PAYMENT_API_URL"] = payment_api_url
     return out
@@ -229,6 +287,8 @@ class LocalAws:
         *,
         postgres: PostgresSettings,
         payment_api_url: str,
+        proxy: ProxyEndpoint | None = None,
+        app_password: str | None = None,
         payment_api_key: str = DEFAULT_PAYMENT_API_KEY,
         code_root: Path = DEFAULT_CODE_ROOT,
         retry_sleep_scale: float = DEFAULT_RETRY_SLEEP_SCALE,
@@ -236,6 +296,9 @@ class LocalAws:
     ) -> None:
         self.template = template
         self.postgres = postgres
+        self.database = LocalDatabase(instance=postgres, proxy=proxy, app_password=app_password)
+        # Database user -> the local secret its functions log in to the proxy with.
+        self.proxy_logins: dict[str, str] = {}
         self.payment_api_url = payment_api_url
         self.payment_api_key = payment_api_key
         self.code_root = code_root
@@ -285,9 +348,11 @@ class LocalAws:
         self._patch_moto()
         separate.wait_ready()
         self.service_endpoints = dict.fromkeys(SEPARATE_SERVICES, separate.endpoint_url)
-        self.say(
+        announce(
+            self.say,
+            "dynamodb-own-process",
             f"moto {separate.endpoint_url} (own process, the second core): "
-            f"{', '.join(SEPARATE_SERVICES)}"
+            f"{', '.join(SEPARATE_SERVICES)}",
         )
         self.resources = self._create_all()
         self.say(
@@ -389,9 +454,11 @@ class LocalAws:
         self._patch(lambda_models.LambdaFunction, "_invoke_lambda", self._make_invoke_lambda())
         # 2. Retry waits: scaled and recorded. The real waits are 1-60 s per retry.
         self._patch(retrier_decl, "time", self.retry_sleep)
-        self.say(
+        announce(
+            self.say,
+            "retry-waits-scaled",
             f"Step Functions retry waits are scaled x{self.retry_sleep.scale} "
-            "(moto's retrier time.sleep patched; requested waits recorded)"
+            "(moto's retrier time.sleep patched; requested waits recorded)",
         )
         # 3. One cached client per service for the interpreter's tasks: building a boto3 client
         #    per task halves throughput (MOTO-NOTES); behaviour is unchanged.
@@ -434,11 +501,13 @@ class LocalAws:
                 getattr(module, "TMP_THREADS", None), list
             ):
                 self._patch(module, "TMP_THREADS", reaping)
-        self.say(
+        announce(
+            self.say,
+            "moto-throughput-shortcuts",
             "moto shortcuts (throughput only): cached Step Functions clients, parsed "
             "definitions and request routing; SQS retention check and queue attributes "
             "without repeated queue scans; HTTP keep-alive in both moto servers; finished "
-            "Step Functions threads joined"
+            "Step Functions threads joined",
         )
 
     def _patch(self, owner: Any, attr: str, value: Any) -> None:
@@ -691,7 +760,29 @@ class LocalAws:
             secret = t.referenced_id(att.properties.get("SecretId"))
             if secret is not None:
                 self.resolver.register(att.logical_id, self.resolver.physical[secret].ref)
+        self._create_proxy_logins(sm)
         return self._ref_of(db_lid)
+
+    def _create_proxy_logins(self, sm: Any) -> None:
+        """One local secret per database user the proxy's clients log in as (IAM stand-in)."""
+        database = self.database
+        if database.proxy is None:
+            return
+        users = sorted(
+            {
+                self.resolver.resolve_str(fn.environment["DB_USER"])
+                for fn in self.template.functions()
+                if "DB_HOST" in fn.environment
+                and "DB_USER" in fn.environment
+                and talks_to_proxy(self.template, fn.environment["DB_HOST"])
+            }
+        )
+        if users and database.app_password is None:
+            raise TemplateError("a local proxy needs app_password for its clients' logins")
+        for user in users:
+            value = json.dumps({"username": user, "password": database.app_password})
+            arn = sm.create_secret(Name=f"{PROXY_LOGIN_SECRET_PREFIX}{user}", SecretString=value)
+            self.proxy_logins[user] = arn["ARN"]
 
     def _secret_id(self, logical_id: str | None) -> str | None:
         if logical_id is None:
@@ -756,16 +847,24 @@ class LocalAws:
         for fn in t.functions():
             if not _in_code_root(fn.handler, self.code_root):
                 # CDK's own helpers (log retention, custom resources, triggers): not ours to run.
-                self.say(
-                    f"skipped {fn.logical_id}: handler {fn.handler} is not under {self.code_root}"
+                announce(
+                    self.say,
+                    "cdk-helpers-not-run",
+                    f"skipped {fn.logical_id}: handler {fn.handler} is not under {self.code_root}",
                 )
                 continue
             name = r.physical[fn.logical_id].ref
+            via_proxy = "DB_HOST" in fn.environment and talks_to_proxy(t, fn.environment["DB_HOST"])
+            login = None
+            if via_proxy and "DB_USER" in fn.environment:
+                login = self.proxy_logins.get(r.resolve_str(fn.environment["DB_USER"]))
             overrides = local_overrides(
                 fn.environment,
-                postgres=self.postgres,
+                database=self.database,
                 db_secret_arn=db_secret,
                 payment_api_url=self.payment_api_url,
+                via_proxy=via_proxy,
+                proxy_login_secret_arn=login,
             )
             env: dict[str, str] = {}
             for key, value in fn.environment.items():

@@ -31,6 +31,7 @@ from typing import Any, Final
 import boto3
 from botocore.config import Config
 
+from devstack.differences import announce
 from devstack.lambda_runtime import Invoker, InvokeResult
 from devstack.template import EventSourceMappingSpec
 
@@ -154,12 +155,14 @@ class SqsEventSourcePoller:
     # lifecycle
 
     def start(self) -> None:
-        self._say(
+        announce(
+            self._say,
+            "failed-record-retry-scaled",
             f"event source {self.queue_arn.rsplit(':', 1)[-1]}: batch {self.batch_size}, "
             f"window {self.window_s}s, concurrency {self.concurrency}, "
             f"partial batch responses {'on' if self.report_batch_item_failures else 'off'}; "
             f"failed records retried after {self.retry_visibility_s}s (scaled, not the "
-            "queue's visibility timeout)"
+            "queue's visibility timeout)",
         )
         self._stopping.clear()
         for i in range(self.concurrency):

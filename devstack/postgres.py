@@ -5,6 +5,10 @@ as in RDS), so the devstack starts one from the distribution's server binaries i
 mocking it. Each ``LocalPostgres`` owns a fresh temporary directory and listens only on
 127.0.0.1; ``stop()`` (also run at interpreter exit) removes every trace of it.
 
+Like the RDS instance (``rds.force_ssl=1``), it accepts TCP connections over TLS only, with a
+certificate from the run's own CA (``devstack.tls``): clients connect with ``verify-full``
+against that CA, the way the functions verify RDS in AWS against the shipped bundle.
+
 Measured on the dev box (PostgreSQL 15.18, 2 vCPU shared with other jobs): initdb 0.85-1.0 s,
 ``pg_ctl start`` 0.12 s, first password connection plus ``CREATE DATABASE`` 0.06-0.14 s; 1.1-1.3 s
 from ``start()`` to settings. ``LocalPostgres.timings`` records the figures of each run.
@@ -28,7 +32,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,6 +40,8 @@ from typing import Self
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from devstack.tls import LocalCertificateAuthority, hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,7 @@ INSTALL_HINT = (
 )
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_MAX_CONNECTIONS = 100
 _SERVICE_USER = "postgres"  # postgres refuses to run as root; the distro's account is used
 _LOG_TAIL_LINES = 40
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -90,16 +97,19 @@ class PostgresSettings:
     dbname: str
     user: str
     password: str = field(repr=False)
+    # The CA bundle that verifies the server (the run's own CA): TLS verify-full, as in AWS.
+    sslrootcert: str = ""
 
     def conninfo(self, **overrides: str | int) -> str:
-        """A libpq connection string; TLS is off locally (``DB_SSLMODE=disable``)."""
+        """A libpq connection string with TLS ``verify-full`` against the run's CA."""
         params: dict[str, str | int] = {
             "host": self.host,
             "port": self.port,
             "dbname": self.dbname,
             "user": self.user,
             "password": self.password,
-            "sslmode": "disable",
+            "sslmode": "verify-full",
+            "sslrootcert": self.sslrootcert,
             "connect_timeout": 5,
         }
         params.update(overrides)
@@ -112,8 +122,13 @@ class PostgresSettings:
             "DB_PORT": str(self.port),
             "DB_NAME": self.dbname,
             "DB_USER": self.user,
-            "DB_SSLMODE": "disable",
+            "DB_SSLMODE": "verify-full",
+            "DB_SSLROOTCERT": self.sslrootcert,
         }
+
+    def as_user(self, user: str, password: str) -> PostgresSettings:
+        """The same server and database, another login."""
+        return replace(self, user=user, password=password)
 
     def secret_string(self) -> str:
         """The Secrets Manager value for ``DB_AUTH=secret``: ``{"username", "password"}``."""
@@ -240,12 +255,13 @@ class LocalPostgres:
     def __init__(
         self,
         *,
-        max_connections: int = 100,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         dbname: str = "orders",
         user: str = "postgres",
         startup_timeout_s: float = 30.0,
         base_dir: Path | None = None,
         binaries: PostgresBinaries | None = None,
+        ca: LocalCertificateAuthority | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.dbname = dbname
@@ -253,6 +269,8 @@ class LocalPostgres:
         self.startup_timeout_s = startup_timeout_s
         self._base_dir = base_dir
         self._binaries = binaries
+        # None: the server makes its own CA in its directory (a test's standalone server).
+        self._ca = ca
         self._password = secrets.token_urlsafe(24)
         self._root: Path | None = None
         self._settings: PostgresSettings | None = None
@@ -271,6 +289,13 @@ class LocalPostgres:
     def root_dir(self) -> Path | None:
         """The temporary directory (data, socket, log) while running, else None."""
         return self._root
+
+    @property
+    def ca(self) -> LocalCertificateAuthority:
+        """The CA whose bundle verifies this server (``settings.sslrootcert``)."""
+        if self._ca is None:
+            raise RuntimeError("LocalPostgres is not running; call start() first")
+        return self._ca
 
     @property
     def startup_seconds(self) -> float:
@@ -425,7 +450,25 @@ class LocalPostgres:
 
     def _configure(self) -> None:
         assert self._root is not None
-        conf = self._root / "data" / "postgresql.conf"
+        data = self._root / "data"
+        if self._ca is None:
+            self._ca = LocalCertificateAuthority(self._root / "ca")
+        server = self._ca.issue_server_certificate("postgres")
+        # Inside the data directory, owned by the server's account: PostgreSQL checks the key.
+        cert_file, key_file = data / "server.crt", data / "server.key"
+        cert_file.write_bytes(server.cert_file.read_bytes())
+        key_file.write_bytes(server.key_file.read_bytes())
+        key_file.chmod(0o600)
+        if self._account is not None:
+            hand_over((cert_file, key_file), self._account.pw_uid, self._account.pw_gid)
+        # rds.force_ssl=1: TCP clients must use TLS; anything else is refused, as in RDS.
+        (data / "pg_hba.conf").write_text(
+            "# orders-saga devstack (devstack/postgres.py): TLS only over TCP, like rds.force_ssl\n"
+            "local     all all              scram-sha-256\n"
+            f"hostssl   all all {LOOPBACK}/32 scram-sha-256\n"
+            "hostnossl all all 0.0.0.0/0    reject\n"
+        )
+        conf = data / "postgresql.conf"
         # Appended settings override the defaults above them (last one wins).
         with conf.open("a") as f:
             f.write(
@@ -439,6 +482,10 @@ class LocalPostgres:
                 "synchronous_commit = off\n"
                 "full_page_writes = off\n"
                 "password_encryption = 'scram-sha-256'\n"
+                "ssl = on\n"
+                "ssl_cert_file = 'server.crt'\n"
+                "ssl_key_file = 'server.key'\n"
+                "ssl_min_protocol_version = 'TLSv1.2'\n"
             )
 
     def _start_server(self, binaries: PostgresBinaries) -> int:
@@ -474,7 +521,8 @@ class LocalPostgres:
         )
 
     def _wait_ready_and_create_db(self, port: int) -> PostgresSettings:
-        admin = PostgresSettings(LOOPBACK, port, "postgres", self.user, self._password)
+        sslrootcert = str(self.ca.ca_file)
+        admin = PostgresSettings(LOOPBACK, port, "postgres", self.user, self._password, sslrootcert)
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             try:
@@ -490,7 +538,7 @@ class LocalPostgres:
                 time.sleep(0.05)
         with conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
-        return PostgresSettings(LOOPBACK, port, self.dbname, self.user, self._password)
+        return PostgresSettings(LOOPBACK, port, self.dbname, self.user, self._password, sslrootcert)
 
     def _stop_server(self, data: Path) -> None:
         pid_file = data / "postmaster.pid"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -22,15 +25,19 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from devstack.aws import DEFAULT_PAYMENT_API_KEY, TRACING_OFF_ENV, LocalAws, LocalResources
 from devstack.call_recorder import CALL_LOG_DIR_ENV, start_recording
+from devstack.differences import announce
 from devstack.event_source import SqsEventSourcePoller
 from devstack.gateway import LocalApiGateway
 from devstack.lambda_runtime import FunctionPool, Invoker, InvokeResult, LogRecord
 from devstack.payment_provider import PaymentProvider
-from devstack.postgres import LocalPostgres, PostgresSettings
+from devstack.pgbouncer import LocalPgBouncer
+from devstack.postgres import DEFAULT_MAX_CONNECTIONS, LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate
+from devstack.tls import LocalCertificateAuthority
 
 Say = Callable[[str], None]
 LogSink = Callable[[LogRecord], None]
@@ -136,6 +143,9 @@ class LocalStack:
         self.counter = InvocationCounter()
         self._exit = ExitStack()
         self.postgres: PostgresSettings | None = None
+        self.proxy: LocalPgBouncer | None = None
+        # The application role's local password: the stand-in for its IAM token (devstack.aws).
+        self._app_password = secrets.token_urlsafe(24)
         # A caller may bring its own (e.g. the chaos run's, with a fault hook); same key.
         self.provider = provider or PaymentProvider(api_key=DEFAULT_PAYMENT_API_KEY)
         self.aws: LocalAws | None = None
@@ -166,14 +176,41 @@ class LocalStack:
 
     def start(self) -> None:
         started = time.monotonic()
-        pg = self._exit.enter_context(LocalPostgres())
+        tls_dir = self._exit.enter_context(_temporary_directory("orders-tls-"))
+        ca = LocalCertificateAuthority(tls_dir)
+        pg = self._exit.enter_context(LocalPostgres(ca=ca))
         self.postgres = pg.settings
-        self.say(f"PostgreSQL on 127.0.0.1:{self.postgres.port} ({pg.startup_seconds:.1f} s)")
+        announce(
+            self.say,
+            "local-ca",
+            f"PostgreSQL on 127.0.0.1:{self.postgres.port} ({pg.startup_seconds:.1f} s), "
+            "TLS only (rds.force_ssl); functions verify it and the proxy with this run's CA "
+            "instead of the shipped Amazon/RDS bundles",
+        )
+        self.proxy = self._exit.enter_context(
+            LocalPgBouncer(self.postgres, ca, pool_size=self._proxy_pool_size())
+        )
+        proxy = self.proxy.settings
+        announce(
+            self.say,
+            "pgbouncer-for-rds-proxy",
+            f"pgbouncer on 127.0.0.1:{proxy.port} in front of it (RDS Proxy stand-in: "
+            f"transaction pooling, {self.proxy.pool_size} server connections, TLS required, "
+            "startup options refused)",
+        )
+        announce(
+            self.say,
+            "password-for-iam-token",
+            "the service functions log in to the proxy with a password from a local secret "
+            "instead of an RDS IAM token",
+        )
         self._exit.enter_context(self.provider)
         self.say(f"fake payment provider on {self.provider.base_url}")
         self.aws = LocalAws(
             self.template,
             postgres=self.postgres,
+            proxy=proxy,
+            app_password=self._app_password,
             payment_api_url=self.provider.base_url,
             payment_api_key=DEFAULT_PAYMENT_API_KEY,
             retry_sleep_scale=self.retry_sleep_scale,
@@ -211,9 +248,11 @@ class LocalStack:
         extra = self._recording_env(aws)
         if not self.tracing:
             extra.update(TRACING_OFF_ENV)
-            self.say(
+            announce(
+                self.say,
+                "tracing-off",
                 "tracing off (throughput only): the functions run with "
-                + ", ".join(f"{k}={v}" for k, v in TRACING_OFF_ENV.items())
+                + ", ".join(f"{k}={v}" for k, v in TRACING_OFF_ENV.items()),
             )
         for logical_id, fn in resources.functions.items():
             size = min(self.pool_size, fn.reserved_concurrency or self.pool_size)
@@ -241,8 +280,22 @@ class LocalStack:
         result = self.invoker("migrate").invoke({"RequestType": "Create"})
         if result.errored:
             raise RuntimeError(f"Migrate failed: {result.payload}")
-        self.say(f"migrations applied: {result.json().get('applied')}")
+        announce(
+            self.say,
+            "migrate-invoked-once",
+            f"migrations applied by invoking Migrate once (AWS: the CDK trigger on deploy): "
+            f"{result.json().get('applied')}",
+        )
+        aws, _ = self._aws()
         with self.db() as conn:
+            # The stand-in for rds_iam: the roles Migrate made log in to the proxy with a
+            # password (AWS: an IAM token). Set after Migrate, which creates them as in AWS.
+            for user in aws.proxy_logins:
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(user), sql.Literal(self._app_password)
+                    )
+                )
             conn.cursor().executemany(
                 "INSERT INTO inventory (sku, name, unit_price_cents, available)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
@@ -280,6 +333,15 @@ class LocalStack:
             say=self.say,
         )
         self.gateway.start()
+
+    def _proxy_pool_size(self) -> int:
+        """The proxy's share of the local server's connections, as the template sizes RDS
+        Proxy's (MaxConnectionsPercent of max_connections); 100 is LocalPostgres' default."""
+        percent = 50
+        for target in self.template.resources("AWS::RDS::DBProxyTargetGroup"):
+            info = target.properties.get("ConnectionPoolConfigurationInfo", {})
+            percent = int(info.get("MaxConnectionsPercent", percent))
+        return max(2, DEFAULT_MAX_CONNECTIONS * percent // 100)
 
     # helpers for the demo, serve mode and tests
 
@@ -408,3 +470,15 @@ class LocalStack:
             raise RuntimeError("the local stack is not running")
         with psycopg.connect(self.postgres.conninfo(), autocommit=True) as conn:
             yield conn
+
+
+@contextmanager
+def _temporary_directory(prefix: str) -> Iterator[Path]:
+    """A directory the servers' account can read (the CA bundle), removed at exit."""
+    # /tmp: the servers' account must reach it (a TMPDIR under /root it cannot).
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -39,3 +39,17 @@ if [[ ! -d node_modules/aws-cdk || package-lock.json -nt node_modules/.package-l
   echo "bootstrap: installing the pinned CDK CLI (npm ci)" >&2
   npm ci --silent --no-audit --no-fund
 fi
+
+# pgbouncer: the local stand-in for RDS Proxy (devstack/pgbouncer.py). Debian's package, like
+# the PostgreSQL server; installed here when missing so a fresh machine needs nothing by hand.
+if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing pgbouncer (apt-get install pgbouncer)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+  else
+    echo "ERROR: pgbouncer is required for the local stack (the RDS Proxy stand-in):" \
+         "'sudo apt-get install pgbouncer' on Debian/Ubuntu." >&2
+    exit 1
+  fi
+fi

@@ -18,6 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from devstack.moto_fidelity import fidelity_applied
 from devstack.payment_provider import PaymentProvider
+from devstack.pgbouncer import LocalPgBouncer
 from devstack.postgres import LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate, QueueSpec
 
@@ -82,6 +83,14 @@ def local_postgres() -> Iterator[LocalPostgres]:
 @pytest.fixture(scope="session")
 def postgres_settings(local_postgres: LocalPostgres) -> PostgresSettings:
     return local_postgres.settings
+
+
+@pytest.fixture(scope="session")
+def local_proxy(local_postgres: LocalPostgres) -> Iterator[LocalPgBouncer]:
+    """The RDS Proxy stand-in (pgbouncer, transaction pooling, TLS) in front of the session's
+    PostgreSQL, as the local stack runs it."""
+    with LocalPgBouncer(local_postgres.settings, local_postgres.ca, pool_size=4) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")

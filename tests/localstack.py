@@ -100,6 +100,8 @@ class Running:
     logs: LogCapture
     alice: str
     bob: str
+    # What the stack said at start (its announced differences from AWS among them).
+    announcements: list[str] = field(default_factory=list)
 
     @staticmethod
     def customer_id(token: str) -> str:
@@ -122,8 +124,9 @@ def local_stack(aws_call_log_dir: Path) -> Iterator[Running]:
     if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
         pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
     logs = LogCapture()
+    announcements: list[str] = []
     with LocalStack(
-        cdk_out=CDK_OUT, log_sink=logs, say=lambda _m: None, call_log_dir=aws_call_log_dir
+        cdk_out=CDK_OUT, log_sink=logs, say=announcements.append, call_log_dir=aws_call_log_dir
     ) as stack:
         yield Running(
             stack=stack,
@@ -131,6 +134,7 @@ def local_stack(aws_call_log_dir: Path) -> Iterator[Running]:
             logs=logs,
             alice=stack.customer_token("alice@example.com"),
             bob=stack.customer_token("bob@example.com"),
+            announcements=announcements,
         )
 
 

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -28,6 +27,7 @@ from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 from psycopg import sql
 
 from devstack.lambda_runtime import FunctionPool, FunctionWorker
+from devstack.pgbouncer import show
 from devstack.stack import LocalStack
 from tests.localstack import TERMINAL, Running
 
@@ -324,8 +324,10 @@ def _client_sockets(server_port: int) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Backend:
-    pid: int
-    started: datetime
+    """One of the functions' connections, as the local proxy sees it (``SHOW CLIENTS``)."""
+
+    pid: int  # the client's TCP port: unique among live connections (pgbouncer has no pid)
+    started: str  # connect_time
     environment: int | None  # the worker process holding the client end, None if none does
 
 
@@ -334,32 +336,32 @@ class Sample:
     at: float
     backends: list[Backend]
     environments: int  # live DB worker processes at that moment
+    servers: int  # the proxy's connections to PostgreSQL at that moment
 
 
 @dataclass
 class BackendSampler:
-    """Samples the functions' PostgreSQL backends (``pg_stat_activity``) in the background and
-    attributes each to the execution environment (worker process) holding its client socket."""
+    """Samples the functions' connections to the local proxy (pgbouncer's ``SHOW CLIENTS``, the
+    RDS Proxy stand-in) in the background and attributes each to the execution environment
+    (worker process) holding its client socket; also counts the proxy's server connections."""
 
     stack: LocalStack
     interval_s: float = 0.02
     samples: list[Sample] = field(default_factory=list)
-    _owners: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    _owners: dict[tuple[int, str], int | None] = field(default_factory=dict)
 
     @contextmanager
     def running(self) -> Iterator[BackendSampler]:
-        postgres = self.stack.postgres
-        assert postgres is not None
+        proxy = self.stack.proxy
+        assert proxy is not None
         stop = threading.Event()
         errors: list[BaseException] = []
 
         def loop() -> None:
             try:
-                with psycopg.connect(
-                    postgres.conninfo(application_name="catalogue-sampler"), autocommit=True
-                ) as conn:
+                with proxy.admin() as admin:
                     while not stop.is_set():
-                        self.sample(conn, postgres.port)
+                        self.sample(admin, proxy.settings.port)
                         stop.wait(self.interval_s)
             except BaseException as error:
                 errors.append(error)
@@ -374,25 +376,27 @@ class BackendSampler:
         if errors:
             raise errors[0]
 
-    def sample(self, conn: psycopg.Connection, server_port: int) -> None:
+    def sample(self, admin: psycopg.Connection, proxy_port: int) -> None:
         environments = db_environments(self.stack)
-        rows = conn.execute(
-            "SELECT pid, client_port, backend_start FROM pg_stat_activity"
-            " WHERE application_name = %s",
-            (APP_NAME,),
-        ).fetchall()
+        clients = show(admin, "CLIENTS")
+        servers = show(admin, "SERVERS")
         backends = [
-            Backend(int(pid), started, self._owner(int(pid), int(port), server_port, environments))
-            for pid, port, started in rows
+            Backend(
+                int(str(c["port"])),
+                str(c["connect_time"]),
+                self._owner(int(str(c["port"])), str(c["connect_time"]), proxy_port, environments),
+            )
+            for c in clients
+            if c["application_name"] == APP_NAME
         ]
-        self.samples.append(Sample(time.monotonic(), backends, len(environments)))
+        self.samples.append(Sample(time.monotonic(), backends, len(environments), len(servers)))
 
     def _owner(
-        self, pid: int, client_port: int, server_port: int, environments: dict[int, str]
+        self, client_port: int, started: str, proxy_port: int, environments: dict[int, str]
     ) -> int | None:
-        key = (pid, client_port)
+        key = (client_port, started)
         if key not in self._owners:
-            inode = _client_sockets(server_port).get(client_port)
+            inode = _client_sockets(proxy_port).get(client_port)
             owner = None
             if inode is not None:
                 owner = next(
@@ -402,9 +406,9 @@ class BackendSampler:
             self._owners[key] = owner
         return self._owners[key]
 
-    def backends_per_environment(self) -> dict[int, set[tuple[int, datetime]]]:
-        """Every distinct backend (pid, start) each environment held in any sample."""
-        seen: dict[int, set[tuple[int, datetime]]] = {}
+    def backends_per_environment(self) -> dict[int, set[tuple[int, str]]]:
+        """Every distinct connection (port, start) each environment held in any sample."""
+        seen: dict[int, set[tuple[int, str]]] = {}
         for sample in self.samples:
             for backend in sample.backends:
                 if backend.environment is not None:

@@ -2,10 +2,11 @@
 invocations and re-established once when broken; reserved concurrency sized against the proxy.
 
 The budget is read from what deploys (the synthesized template); the behaviour is shown on the
-full local stack, whose worker processes are execution environments: PostgreSQL's
-``pg_stat_activity`` is sampled during a burst and every backend is attributed to the worker
-holding its client socket (Linux ``/proc``), so "one connection per environment" is counted,
-not assumed. ``tests/infra/test_stack_hardening.py::test_connection_budget_holds`` checks the
+full local stack, whose worker processes are execution environments and whose functions reach
+PostgreSQL through a pooling proxy (pgbouncer, the RDS Proxy stand-in): the proxy's client list
+is sampled during a burst and every connection is attributed to the worker holding its client
+socket (Linux ``/proc``), so "one connection per environment" is counted, not assumed; the
+proxy's server connections stay within its pool. ``tests/infra/test_stack_hardening.py::test_connection_budget_holds`` checks the
 same budget on ``infra/config.py``; these tests check the template agrees with it.
 """
 
@@ -124,10 +125,11 @@ def assert_done_exactly_once(running: Running, order_ids: list[str], sku: str, s
 def test_f06_a_burst_uses_one_reused_connection_per_environment(running: Running) -> None:
     """Given the warm stack (two environments per function, each with its connection), when
     12 orders are posted at once (6 per Api environment, and as many sagas queue for the two
-    environments of each step) and pg_stat_activity is sampled throughout, then the functions'
-    backends never outnumber their live environments, each environment held exactly one
-    backend for the whole burst while it served many invocations, and every backend belongs to
-    an environment (none leaked).
+    environments of each step) and the proxy's clients are sampled throughout, then the
+    functions' connections never outnumber their live environments, each environment held
+    exactly one connection for the whole burst while it served many invocations, every
+    connection belongs to an environment (none leaked), and the proxy never opened more server
+    connections than its pool holds.
 
     Fails if: `@cache` is dropped from adapters/database.database() or Database stops keeping
     `_conn` (a connection per invocation: several backends per environment, or a pile-up),
@@ -156,16 +158,18 @@ def test_f06_a_burst_uses_one_reused_connection_per_environment(running: Running
     assert sum(served_during.values()) >= 4 * BURST  # per order: the POST and three steps
     busy = {pid for pid, served in served_during.items() if served >= 2}
     assert busy <= set(per_env), "an environment served twice without a connection sampled"
+    assert stack.proxy is not None
+    assert max(s.servers for s in sampler.samples) <= stack.proxy.pool_size
 
 
 def test_f06_a_broken_connection_is_reopened_once_and_the_work_done_once(
     running: Running,
 ) -> None:
-    """Given a burst of 12 orders in flight, when every function backend is terminated
-    (pg_terminate_backend, as a proxy failover or an idle-timeout would) while sagas are half
-    way, then every order still confirms with one reservation, one charge and the stock taken
-    once, and each environment opened exactly one new connection (two backends in total at
-    most: the killed one and its replacement), logging one reconnect.
+    """Given a burst of 12 orders in flight, when every function connection is dropped at the
+    proxy (as an RDS Proxy failover does) while sagas are half way, then every order still
+    confirms with one reservation, one charge and the stock taken once, and each environment
+    opened exactly one new connection (two in total at most: the dropped one and its
+    replacement), logging one reconnect.
 
     Fails if: Database.run stops reconnecting (steps fail and orders compensate), reconnects
     per statement or in a loop (more than one new backend per environment), or reruns work
@@ -185,15 +189,14 @@ def test_f06_a_broken_connection_is_reopened_once_and_the_work_done_once(
                 if any(s in {"RESERVED", "PAID", "CONFIRMED"} for s in statuses):
                     break
                 time.sleep(0.02)
-            killed = conn.execute(
-                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (APP_NAME,),
-            ).fetchall()
+            proxy = stack.proxy
+            assert proxy is not None
+            killed = [c for c in proxy.clients() if c["application_name"] == APP_NAME]
+            proxy.drop_client_connections()
             unfinished = [s for s in order_statuses(conn, order_ids).values() if s != "CONFIRMED"]
         assert_done_exactly_once(running, order_ids, sku, stock=100)
 
-    killed_pids = {int(pid) for pid, ok in killed if ok}
+    killed_pids = {int(str(c["port"])) for c in killed}
     per_env = sampler.backends_per_environment()
     old_and_new = {
         env: (

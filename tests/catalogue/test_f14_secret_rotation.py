@@ -1,9 +1,12 @@
 """F14 Secrets expire or rotate mid-flight: a broken login is retried once with credentials
 read afresh, and cached secrets are re-read after their max age, without a restart.
 
-Locally the functions log in with a password from Secrets Manager (moto), the stand-in for
-RDS Proxy's IAM token (devstack/aws.py ``local_overrides``: ``DB_AUTH=secret``); both paths go
-through ``Database.run``'s one reconnect with ``refresh=True`` (adapters/database.py).
+Locally the service functions log in to the local proxy (pgbouncer, devstack/pgbouncer.py)
+with a password from Secrets Manager (moto), the stand-in for RDS Proxy's IAM token
+(devstack/aws.py ``local_overrides``: ``DB_AUTH=secret``); the proxy checks it against
+PostgreSQL at every login, so a rotated password takes effect at once, as an expired token
+does. Both paths go through ``Database.run``'s one reconnect with ``refresh=True``
+(adapters/database.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -62,18 +65,30 @@ def secret_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 Rotate = Callable[[psycopg.Connection], str]
 
 
+@dataclass(frozen=True)
+class ProxyLogin:
+    user: str
+    secret_arn: str
+
+
 @pytest.fixture
-def rotation(running: Running) -> Iterator[Rotate]:
+def proxy_login(running: Running) -> ProxyLogin:
+    """The login the service functions present to the proxy (their IAM token in AWS)."""
+    aws = running.stack.aws
+    assert aws is not None
+    ((user, arn),) = aws.proxy_logins.items()
+    return ProxyLogin(user, arn)
+
+
+@pytest.fixture
+def rotation(running: Running, proxy_login: ProxyLogin) -> Iterator[Rotate]:
     """Rotates the functions' database password (PostgreSQL and Secrets Manager, as a rotation
     Lambda's setSecret + finishSecret do); puts the original back afterwards, the same way."""
     stack = running.stack
-    aws, resources, postgres = stack.aws, stack.resources, stack.postgres
+    aws = stack.aws
     assert aws is not None
-    assert resources is not None
-    assert postgres is not None
-    assert resources.db_secret_arn is not None
     sm = aws.client("secretsmanager")
-    original = sm.get_secret_value(SecretId=resources.db_secret_arn)["SecretString"]
+    original = sm.get_secret_value(SecretId=proxy_login.secret_arn)["SecretString"]
 
     def set_password(conn: psycopg.Connection, secret: dict[str, Any]) -> None:
         conn.execute(
@@ -81,7 +96,7 @@ def rotation(running: Running) -> Iterator[Rotate]:
                 sql.Identifier(secret["username"]), sql.Literal(secret["password"])
             )
         )
-        sm.put_secret_value(SecretId=resources.db_secret_arn, SecretString=json.dumps(secret))
+        sm.put_secret_value(SecretId=proxy_login.secret_arn, SecretString=json.dumps(secret))
 
     def rotate(conn: psycopg.Connection) -> str:
         rotated = {**json.loads(original), "password": secrets.token_urlsafe(24)}
@@ -89,37 +104,35 @@ def rotation(running: Running) -> Iterator[Rotate]:
         return str(rotated["password"])
 
     yield rotate
-    with psycopg.connect(
-        postgres.conninfo(password=_current_password(sm, resources.db_secret_arn)),
-        autocommit=True,
-    ) as conn:
+    with stack.db() as conn:
         set_password(conn, json.loads(original))
 
 
-def _current_password(sm: Any, arn: str) -> str:
-    return str(json.loads(sm.get_secret_value(SecretId=arn)["SecretString"])["password"])
+def app_clients(running: Running) -> list[dict[str, object]]:
+    proxy = running.stack.proxy
+    assert proxy is not None
+    return [c for c in proxy.clients() if c["application_name"] == APP_NAME]
 
 
 def test_f14_rotating_the_database_password_mid_flight_fails_no_order(
-    running: Running, rotation: Rotate, secret_reads: list[str]
+    running: Running, rotation: Rotate, proxy_login: ProxyLogin, secret_reads: list[str]
 ) -> None:
-    """Given 8 orders whose sagas are running, when the database password is rotated (ALTER ROLE
-    and the new value in Secrets Manager) and every function backend is terminated, then every
-    order still confirms exactly once (one reservation event, one charge, the stock taken
-    once), the old password no longer logs in, the functions logged in again with the new one
-    (backends started after the rotation), and the secret was read again, at most twice per
-    environment (once per forced refresh), not on every invocation.
+    """Given 8 orders whose sagas are running, when the functions' database password is rotated
+    (ALTER ROLE and the new value in Secrets Manager) and every client connection is dropped at
+    the proxy (as an RDS Proxy failover does), then every order still confirms exactly once
+    (one reservation event, one charge, the stock taken once), the old password no longer logs
+    in, the functions logged in again with the new one, and the secret was read again, at most
+    twice per environment (once per forced refresh), not on every invocation.
 
     Fails if: Database.run's second attempt stops asking for fresh credentials (`refresh=True`)
     or SecretCredentials ignores it (the cached, rotated-out password fails again and orders
     compensate), or secrets stop being cached (reads on every invocation).
     """
     stack = running.stack
-    postgres, resources = stack.postgres, stack.resources
-    assert postgres is not None
-    assert resources is not None
-    db_secret = resources.db_secret_arn
-    assert db_secret is not None
+    proxy, aws = stack.proxy, stack.aws
+    assert proxy is not None
+    assert aws is not None
+    sm = aws.client("secretsmanager")
     with stack.db() as conn:
         sku = fresh_sku(conn, stock=100)
     client = Client(running, size=ORDERS)
@@ -132,47 +145,38 @@ def test_f14_rotating_the_database_password_mid_flight_fails_no_order(
     order_ids = [body["order_id"] for _, body in answers]
     reconnects_before = len(log_lines(running, message="database connection broke; reconnecting"))
 
-    # An administrator's session opened before the rotation outlives it, as sessions do.
-    with psycopg.connect(
-        postgres.conninfo(application_name="catalogue-f14"), autocommit=True
-    ) as admin:
+    with stack.db() as admin:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             s in {"RESERVED", "PAID"} for s in order_statuses(admin, order_ids).values()
         ):
             time.sleep(0.02)
         in_flight = [s for s in order_statuses(admin, order_ids).values() if s != "CONFIRMED"]
-        reads_before = secret_reads.count(db_secret)
+        reads_before = secret_reads.count(proxy_login.secret_arn)
+        old_password = json.loads(
+            sm.get_secret_value(SecretId=proxy_login.secret_arn)["SecretString"]
+        )["password"]
         rotation(admin)
-        rotated_at = admin.execute("SELECT clock_timestamp()").fetchone()
-        killed = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = %s",
-            (APP_NAME,),
-        ).fetchone()
+        dropped = app_clients(running)
+        proxy.drop_client_connections()
         statuses = wait_terminal(admin, order_ids)
         stock = available(admin, sku)
         histories = [events(admin, order_id) for order_id in order_ids]
-        relogged = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND backend_start > %s",
-            (APP_NAME, rotated_at[0] if rotated_at else None),
-        ).fetchone()
-    reads = secret_reads.count(db_secret) - reads_before
+    # Every client of the proxy now logged in after the drop, so with the rotated password.
+    relogged = app_clients(running)
+    reads = secret_reads.count(proxy_login.secret_arn) - reads_before
     reconnects = len(log_lines(running, message="database connection broke; reconnecting"))
 
     assert [status for status, _ in answers] == [202] * ORDERS
     assert in_flight, "the rotation must hit orders in flight"
-    assert killed is not None
-    assert killed[0] > 0
+    assert dropped, "the functions' connections must be dropped while orders are in flight"
     assert set(statuses.values()) == {"CONFIRMED"}, statuses
     assert all((h["RESERVED"], h["PAID"], h["CONFIRMED"]) == (1, 1, 1) for h in histories)
     assert [charges(running, order_id) for order_id in order_ids] == [1] * ORDERS
     assert stock == 100 - ORDERS
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(postgres.conninfo(application_name="catalogue-f14")).close()
-    assert relogged is not None
-    assert relogged[0] >= 1
+    with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+        psycopg.connect(proxy.conninfo(proxy_login.user, old_password)).close()
+    assert relogged, "no function logged in again after the rotation"
     assert reconnects > reconnects_before
     assert 1 <= reads <= 2 * len(db_environments(stack))
 

@@ -18,8 +18,9 @@ the stack started. It also judges whatever the other tests recorded so far, and 
 audit repeats direction 1 over everything recorded in the session, including the e2e tests and
 the chaos run (tests/e2e/test_chaos.py records into the same directory).
 
-One local difference is translated back to what deploys: the local run logs in to PostgreSQL
-with the database secret instead of an RDS IAM token (``devstack.aws.local_overrides``). A
+One local difference is translated back to what deploys: the local run logs in to the local
+proxy with a password from a local secret (``devstack.aws.PROXY_LOGIN_SECRET_PREFIX``) instead
+of an RDS IAM token (``devstack.aws.local_overrides``). A
 function whose template says ``DB_AUTH=iam`` and reads that secret is judged as
 ``rds-db:connect`` on the proxy's ``dbuser`` ARN for its template ``DB_USER``: what its token is
 signed for in AWS. The token path itself is recorded too (``generate_db_auth_token``), tested
@@ -40,6 +41,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.aws import PROXY_LOGIN_SECRET_PREFIX
 from devstack.call_recorder import CallRecorder, RecordedCall, Recording, read_recordings
 from devstack.iam_policy import Decision, Statement, allow_grants, evaluate, parse_policy
 from devstack.lambda_runtime import InvokeResult
@@ -156,6 +158,11 @@ def _proxy_user_arn(resolver: Resolver, proxy_lid: str, user: str) -> str:
     return f"arn:aws:rds-db:{template.region}:{template.account_id}:dbuser:{resource_id}/{user}"
 
 
+def _is_proxy_login(secret_arn: str | None) -> bool:
+    """The local proxy's login secret (devstack.aws): what an IAM token is in AWS."""
+    return secret_arn is not None and f":secret:{PROXY_LOGIN_SECRET_PREFIX}" in secret_arn
+
+
 def deployed_view(
     call: RecordedCall,
     name: str,
@@ -166,7 +173,7 @@ def deployed_view(
     template = resolver.template
     if (
         call.action == "secretsmanager:GetSecretValue"
-        and call.resource in local_db_secrets
+        and (call.resource in local_db_secrets or _is_proxy_login(call.resource))
         and env.get("DB_AUTH") == "iam"
     ):
         proxy = template.referenced_id(env.get("DB_HOST"))
@@ -578,7 +585,9 @@ def test_f20_an_iam_token_is_judged_as_rds_db_connect_for_its_user(
     monkeypatch.setattr(aws_clients, "rds", lambda: client)
 
     for user in (env["DB_USER"], "orders_admin"):
-        settings = DatabaseSettings(host, 5432, "orders", user, "iam", None, "verify-full", 3, 5000)
+        settings = DatabaseSettings(
+            host, 5432, "orders", user, "iam", None, "verify-full", "amazon-root-cas.pem", 3, 5000
+        )
         IamTokenCredentials(settings).credentials(refresh=False)
 
     recorded = [RecordedCall.from_json(line) for line in recorder.path.read_text().splitlines()]

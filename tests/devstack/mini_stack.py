@@ -51,6 +51,7 @@ class FakePostgres:
     dbname: str = "orders"
     user: str = "orders_app"
     password: str = "local-pw"
+    sslrootcert: str = "/tmp/devstack-test-ca.pem"
 
 
 def _function(

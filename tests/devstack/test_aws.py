@@ -84,11 +84,13 @@ def test_function_environment_is_the_templates_with_local_overrides_only(
     reserve = res.function("saga_probe.reserve").config.environment
     assert reserve["IDEMPOTENCY_TABLE"] == res.idempotency_table
     assert reserve["STAGE"] == "dev"
+    # TLS as deployed (the template's verify-full), verified against the run's CA bundle.
     assert (reserve["DB_HOST"], reserve["DB_SSLMODE"], reserve["DB_AUTH"]) == (
         "127.0.0.1",
-        "disable",
+        "verify-full",
         "secret",
     )
+    assert reserve["DB_SSLROOTCERT"] == FakePostgres().sslrootcert
     assert reserve["DB_SECRET_ARN"] == res.db_secret_arn
     assert reserve["AWS_ENDPOINT_URL"] == res.endpoint_url
     intake = res.function("Intake").config.environment

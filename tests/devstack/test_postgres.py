@@ -1,5 +1,6 @@
-"""The throwaway PostgreSQL is real: password auth over loopback TCP, constraints enforced,
-and nothing left behind; binary discovery is predictable and fails with a useful message."""
+"""The throwaway PostgreSQL is real: password auth over loopback TCP, TLS only (like
+``rds.force_ssl=1``) and verified against the run's CA, constraints enforced, and nothing left
+behind; binary discovery is predictable and fails with a useful message."""
 
 from __future__ import annotations
 
@@ -33,6 +34,27 @@ def test_accepts_password_connection_over_loopback_tcp(
 
     assert row == ("127.0.0.1", "orders", postgres_settings.user)
     assert listen == ("127.0.0.1",)
+
+
+def test_accepts_only_tls_verified_against_the_runs_ca(
+    postgres_settings: PostgresSettings,
+) -> None:
+    """Like an RDS instance with rds.force_ssl=1: a plain connection is refused, and the
+    server's certificate verifies (verify-full: chain and host name) only against the run's CA.
+
+    Fails if: TLS is switched off or optional in devstack/postgres.py (a function that forgot
+    its CA bundle would pass locally and fail in AWS: catalogue F16)."""
+    with psycopg.connect(postgres_settings.conninfo()) as conn:
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row == (True,)
+
+    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects"):
+        psycopg.connect(postgres_settings.conninfo(sslmode="disable"))
+    # Any other bundle (here Debian's system store) does not vouch for the server.
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(
+            postgres_settings.conninfo(sslrootcert="/etc/ssl/certs/ca-certificates.crt")
+        )
 
 
 def test_rejects_wrong_password(postgres_settings: PostgresSettings) -> None:
@@ -86,17 +108,18 @@ def test_stop_shuts_down_and_removes_everything(local_postgres: LocalPostgres) -
 
 
 def test_settings_helpers_match_the_contract() -> None:
-    settings = PostgresSettings("127.0.0.1", 5555, "orders", "app", "s3cret")
+    settings = PostgresSettings("127.0.0.1", 5555, "orders", "app", "s3cret", "/tmp/ca.pem")
 
     assert "password=s3cret" in settings.conninfo()
-    assert "sslmode=disable" in settings.conninfo()
+    assert "sslmode=verify-full sslrootcert=/tmp/ca.pem" in settings.conninfo()
     assert "s3cret" not in repr(settings)
     assert settings.env() == {
         "DB_HOST": "127.0.0.1",
         "DB_PORT": "5555",
         "DB_NAME": "orders",
         "DB_USER": "app",
-        "DB_SSLMODE": "disable",
+        "DB_SSLMODE": "verify-full",
+        "DB_SSLROOTCERT": "/tmp/ca.pem",
     }
     assert json.loads(settings.secret_string()) == {"username": "app", "password": "s3cret"}
 
