@@ -48,7 +48,7 @@ def test_accepts_only_tls_verified_against_the_runs_ca(
         row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert row == (True,)
 
-    with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects"):
+    with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
         psycopg.connect(postgres_settings.conninfo(sslmode="disable"))
     # Any other bundle (here Debian's system store) does not vouch for the server.
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
