@@ -109,23 +109,6 @@ def _say_stderr(message: str) -> None:
     print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
-class PostgresSettings(Protocol):
-    """What LocalAws needs of ``devstack.postgres.PostgresSettings``."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def dbname(self) -> str: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def password(self) -> str: ...
-    @property
-    def sslrootcert(self) -> str: ...
-
-
 class ProxyEndpoint(Protocol):
     """What LocalAws needs of ``devstack.pgbouncer.ProxySettings`` (the RDS Proxy stand-in)."""
 
@@ -137,6 +120,15 @@ class ProxyEndpoint(Protocol):
     def dbname(self) -> str: ...
     @property
     def sslrootcert(self) -> str: ...
+
+
+class PostgresSettings(ProxyEndpoint, Protocol):
+    """What LocalAws needs of ``devstack.postgres.PostgresSettings``: an endpoint and a login."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def password(self) -> str: ...
 
 
 # The local secret that holds the application role's password: the stand-in for the IAM token

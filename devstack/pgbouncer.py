@@ -28,7 +28,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,11 +39,16 @@ from typing import Self
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from devstack.postgres import LOOPBACK, PostgresSettings
+from devstack.postgres import (
+    LOOPBACK,
+    SERVICE_USER,
+    PostgresSettings,
+    free_loopback_port,
+    server_env,
+)
 from devstack.tls import LocalCertificateAuthority, hand_over
 
 INSTALL_HINT = "install pgbouncer: `apt-get install pgbouncer` on Debian/Ubuntu"
-_SERVICE_USER = "postgres"  # pgbouncer refuses to run as root, like PostgreSQL
 _SEARCH_PATH = ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin")
 ADMIN_DATABASE = "pgbouncer"  # pgbouncer's admin console (SHOW, KILL, RESUME)
 
@@ -120,7 +124,7 @@ class LocalPgBouncer:
         self._root = Path(tempfile.mkdtemp(prefix="orders-pgbouncer-", dir="/tmp"))
         atexit.register(self.stop)
         try:
-            port = _free_loopback_port()
+            port = free_loopback_port()
             config = self._write_config(port)
             self._run(binary, config)
             self._settings = ProxySettings(
@@ -264,11 +268,11 @@ class LocalPgBouncer:
 
     def _run(self, binary: Path, config: Path) -> None:
         assert self._root is not None
-        prefix = ["runuser", "-u", _SERVICE_USER, "--"] if self._account is not None else []
+        prefix = ["runuser", "-u", SERVICE_USER, "--"] if self._account is not None else []
         result = subprocess.run(
             [*prefix, str(binary), "--daemon", str(config)],
             cwd=self._root,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+            env=server_env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -324,10 +328,10 @@ def _service_account() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     try:
-        return pwd.getpwnam(_SERVICE_USER)
+        return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         raise PgBouncerStartError(
-            f"running as root, but there is no '{_SERVICE_USER}' user to run pgbouncer as "
+            f"running as root, but there is no '{SERVICE_USER}' user to run pgbouncer as "
             "(it refuses to run as root); install PostgreSQL (it creates the user)"
         ) from None
 
@@ -337,12 +341,6 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

@@ -58,7 +58,7 @@ INSTALL_HINT = (
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_MAX_CONNECTIONS = 100
-_SERVICE_USER = "postgres"  # postgres refuses to run as root; the distro's account is used
+SERVICE_USER = "postgres"  # postgres refuses to run as root; the distro's account is used
 _LOG_TAIL_LINES = 40
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
@@ -212,7 +212,7 @@ def find_postgres_binaries(min_major: int = MIN_MAJOR_VERSION) -> PostgresBinari
 # --------------------------------------------------------------------------- helpers
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     # The port can in theory be taken between close() and the server's bind; start() retries
     # with a fresh port when the log says so.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -235,7 +235,7 @@ def _traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
     return True
 
 
-def _child_env() -> dict[str, str]:
+def server_env() -> dict[str, str]:
     # Stray PGDATA/PGPORT/PGHOST from the caller's shell must not steer the throwaway server.
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
@@ -370,10 +370,10 @@ class LocalPostgres:
         if os.geteuid() != 0:
             return None
         try:
-            return pwd.getpwnam(_SERVICE_USER)
+            return pwd.getpwnam(SERVICE_USER)
         except KeyError:
             raise PostgresStartError(
-                f"running as root, but there is no '{_SERVICE_USER}' user to run the server "
+                f"running as root, but there is no '{SERVICE_USER}' user to run the server "
                 f"as (PostgreSQL refuses to run as root); {INSTALL_HINT} (it creates the user) "
                 "or run as an unprivileged user"
             ) from None
@@ -400,11 +400,11 @@ class LocalPostgres:
     def _run(
         self, args: list[str], *, cwd: Path, timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        prefix = ["runuser", "-u", _SERVICE_USER, "--"] if self._account is not None else []
+        prefix = ["runuser", "-u", SERVICE_USER, "--"] if self._account is not None else []
         return subprocess.run(
             [*prefix, *args],
             cwd=cwd,  # the service user may not be able to read the caller's cwd
-            env=_child_env(),
+            env=server_env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -492,7 +492,7 @@ class LocalPostgres:
         assert self._root is not None
         log = self._root / "server.log"
         for _attempt in range(3):
-            port = _free_loopback_port()
+            port = free_loopback_port()
             result = self._run(
                 [
                     str(binaries.pg_ctl),
