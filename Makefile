@@ -10,13 +10,14 @@ export UV_PYTHON_DOWNLOADS := never
 # Synth and tests never use real AWS: no credentials, no profile, no lookups.
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
 
-.PHONY: help bootstrap demo chaos serve synth synth-dev lint cfn-lint test clean
+.PHONY: help bootstrap demo chaos serve synth synth-dev lint cfn-lint test clean preflight
 
 help:
 	@echo "make demo   - run the whole saga locally and print the invariant report"
 	@echo "make chaos  - ORDERS (default 1000) orders with injected faults, then the invariants"
 	@echo "make serve  - keep the local stack up with the API on 127.0.0.1"
 	@echo "make test   - ruff, mypy, offline cdk synth, cfn-lint, pytest (what CI runs)"
+	@echo "make preflight STAGE=prod - read-only checks of your AWS account before cdk deploy"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -51,6 +52,12 @@ cfn-lint: synth
 
 test: lint cfn-lint
 	$(OFFLINE) $(VENV)/python -m pytest
+
+# Reads the target account with YOUR credentials (AWS_PROFILE, AWS_REGION): deliberately not
+# $(OFFLINE). The synth before it stays offline; it only provides the bootstrap requirement.
+STAGE ?= dev
+preflight: synth
+	$(VENV)/python -m ops.cli preflight --stage $(STAGE)
 
 clean:
 	rm -rf cdk.out cdk.out.prod .build .pytest_cache .mypy_cache .ruff_cache

@@ -535,7 +535,9 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             ),
             log_retention=logs.RetentionDays.TWO_WEEKS,
             log_level="DEBUG",
-            monthly_budget_usd=75,
+            # Above the stage's idle cost (~$110/month: NAT, RDS, proxy, WAF, alarms; README
+            # "What it costs idle"), so the alarm means traffic or a runaway, not standing still.
+            monthly_budget_usd=150,
             alarms=AlarmThresholds(),
             alarm_emails=(),  # dev pages nobody; alarms are on the dashboard
             tags=_tags("dev"),

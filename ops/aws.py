@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -74,6 +75,28 @@ class AwsClients:
     def cloudwatch(self) -> Any:
         # Same: only get_metric_statistics is used.
         return self._client("cloudwatch")
+
+    # The preflight's read-only calls (ops/preflight.py); one or two calls each, no stubs.
+    @cached_property
+    def ssm(self) -> Any:
+        return self._client("ssm")
+
+    @cached_property
+    def apigateway(self) -> Any:
+        return self._client("apigateway")
+
+    @cached_property
+    def iam(self) -> Any:
+        return self._client("iam")
+
+    @cached_property
+    def sts(self) -> Any:
+        return self._client("sts")
+
+    @cached_property
+    def secretsmanager(self) -> SecretsManagerClient:
+        client: SecretsManagerClient = self._client("secretsmanager")
+        return client
 
 
 def error_code(error: ClientError) -> str:

@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ops import dlq, intake, saga
+from ops import dlq, intake, preflight, saga
 from ops.aws import AwsClients, error_code, error_message
 from ops.errors import EXIT_PROBLEM, OpsError
 from ops.idempotency import load_records
@@ -44,6 +45,18 @@ back, watch them succeed, then redrive the rest.
 
 Safe to repeat, and safe if a message is moved twice: the intake is idempotent per order
 (F01). The needs-attention queue has no source queue and is refused: use saga redrive.
+"""
+
+PREFLIGHT_HELP: Final = """\
+Check an account and region before `cdk deploy`; reads, never writes. One line per check,
+ok / FAIL / note, with what to do for each FAIL; exit 1 on any FAIL:
+  cdk-bootstrap               the bootstrap version the synthesized template requires
+  apigateway-cloudwatch-role  the account's API Gateway CloudWatch Logs role (access logs)
+  lambda-concurrency          unreserved concurrency left after the stage's reservations
+  payment-api-key             the payment key secret replaced after the first deploy
+  alarm-emails                infra/config.py pages a real address
+  payment-api-url             infra/config.py names a real payment provider
+Uses the credentials and region of the environment (AWS_PROFILE, --region).
 """
 
 SAGA_REDRIVE_HELP: Final = """\
@@ -107,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 refused or problem found, 2 usage error or unknown resource",
     )
     _add_global_options(parser, top_level=True)
-    areas = parser.add_subparsers(dest="area", required=True, metavar="{dlq,saga,intake}")
+    areas = parser.add_subparsers(dest="area", required=True, metavar="{dlq,saga,intake,preflight}")
 
     def leaf(
         group: Any, name: str, help_text: str, description: str | None = None
@@ -172,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="estimate the oldest age by receiving up to 10 messages when CloudWatch "
                 "has no datapoint (approximate; counts as a receive toward maxReceiveCount)",
             )
+
+    check = leaf(
+        areas,
+        "preflight",
+        "read-only checks of an account and region before cdk deploy",
+        PREFLIGHT_HELP,
+    )
+    check.add_argument("--stage", required=True, help="stage of infra/config.py: dev | prod")
+    check.add_argument(
+        "--template",
+        type=Path,
+        default=None,
+        help="synthesized template (default: cdk.out/ or cdk.out.prod/OrdersSaga-<stage>...)",
+    )
     return parser
 
 
@@ -214,6 +241,10 @@ def _fail(message: str, code: int, *, as_json: bool, out: TextIO, err: TextIO) -
 
 
 def run(args: argparse.Namespace, clients: AwsClients) -> Report:
+    if args.area == "preflight":
+        return preflight.preflight(
+            clients, args.stage, template_path=args.template, stack=args.stack
+        )
     resources = Resources(clients, stack=args.stack, explicit=explicit_from_args(args))
     if args.area == "dlq":
         queue = dlq.resolve_queue(args.queue, resources)

@@ -36,7 +36,7 @@ fi
 
 if [[ ! -d node_modules/aws-cdk || package-lock.json -nt node_modules/.package-lock.json ]]; then
   command -v npm >/dev/null || { echo "ERROR: Node >= 20 with npm is required (apt-get install nodejs npm)." >&2; exit 1; }
-  echo "bootstrap: installing the pinned CDK CLI (npm ci)" >&2
+  echo "bootstrap: installing the pinned npm tools: CDK CLI, asl-validator (npm ci)" >&2
   npm ci --silent --no-audit --no-fund
 fi
 

@@ -624,3 +624,34 @@ def test_shell_splitting_finds_nested_and_chained_commands() -> None:
         ("orders-ops", ("intake", "status")),
         ("aws", ("sts", "get-caller-identity")),
     ]
+
+
+# -- the README's deploy guide: the same checks as the runbooks ----------------------------------
+
+README_DEPLOY_SECTION: Final = re.compile(
+    r"^## Deploying to an AWS account\n.*?(?=^## )", re.MULTILINE | re.DOTALL
+)
+
+
+def test_readme_deploy_commands_are_real(tmp_path: Path) -> None:
+    # Given the README's "Deploying to an AWS account" section as a document of its own
+    found = README_DEPLOY_SECTION.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert found, "README.md has no '## Deploying to an AWS account' section"
+    section = tmp_path / "README-deploying.md"
+    section.write_text(found.group(0), encoding="utf-8")
+
+    # When every aws and orders-ops command in it is checked as the runbooks' are
+    aws_commands = commands(section, "aws")
+    problems = [f"{c}\n    {problem}" for c in aws_commands for problem in check_aws(c)]
+    parser = ops_parser()
+    for command in commands(section, "orders-ops"):
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                parser.parse_args(sample_argv(command.argv))
+            except SystemExit:
+                problems.append(f"{command}\n    does not parse")
+
+    # Then
+    assert len(aws_commands) >= 10, "the deploy guide lost its aws commands"
+    assert commands(section, "orders-ops"), "the deploy guide lost its preflight command"
+    assert not problems, "\n".join(problems)
