@@ -138,6 +138,8 @@ class LocalPgBouncer:
 
     def stop(self) -> None:
         root, pid = self._root, self._pid
+        if pid is None and root is not None and (text := _read(root / "pgbouncer.pid")).strip():
+            pid = int(text)  # it started, but start() failed before it read the pid
         self._root = self._pid = self._settings = None
         atexit.unregister(self.stop)
         if pid is not None:
