@@ -379,6 +379,23 @@ class StageConfig:
     def function(self, logical_name: str) -> FunctionSettings:
         return self.functions[logical_name]
 
+    @property
+    def alarm_prefix(self) -> str:
+        """What every alarm name of the stage starts with (issue 10, finding 5): two stages in
+        one account must never share an alarm name, or one stage's alarm could roll back the
+        other's deploy (CodeDeploy names its rollback alarms by name)."""
+        return f"{self.service}-{self.name}-"
+
+    def alarm_name(self, contract_name: str) -> str:
+        """The CloudWatch AlarmName of a contract alarm (docs/operations-contract.md names
+        alarms by their contract name, ``<catalogue id>-<what>``, the same in every stage)."""
+        return f"{self.alarm_prefix}{contract_name}"
+
+    def contract_alarm_name(self, alarm_name: str) -> str:
+        if not alarm_name.startswith(self.alarm_prefix):
+            raise ConfigError(f"{alarm_name!r} is not an alarm of stage {self.name}")
+        return alarm_name.removeprefix(self.alarm_prefix)
+
 
 @dataclass(frozen=True)
 class ConnectionBudget:

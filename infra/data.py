@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack, triggers
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, triggers
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -25,6 +25,13 @@ LOG_EXPORTS = ("postgresql", "upgrade")
 # Excluded from generated passwords: characters that break connection strings or shells.
 # (S105 is silenced below: a set of excluded characters, not a password.)
 PASSWORD_EXCLUDE = " %+~`#$&*()|[]{}:;<>?!'/@\"\\"  # noqa: S105
+
+
+def retained_unless_create_fails(policy: RemovalPolicy) -> RemovalPolicy:
+    """Issue 10, finding 5/6: Retain keeps a resource even when the stack's first create rolls
+    back, and a fixed name then makes the retried deploy fail ("already exists").
+    RetainExceptOnCreate keeps it on delete and replacement only."""
+    return RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if policy == RemovalPolicy.RETAIN else policy
 
 
 class Database(Construct):
@@ -50,7 +57,7 @@ class Database(Construct):
                 f"Logs{export.capitalize()}",
                 log_group_name=f"/aws/rds/instance/{identifier}/{export}",
                 retention=config.log_retention,
-                removal_policy=config.removal_policy,
+                removal_policy=retained_unless_create_fails(config.removal_policy),
             )
             for export in LOG_EXPORTS
         ]
@@ -108,9 +115,14 @@ class Database(Construct):
             self, "RotationSecurityGroup", vpc=vpc, description="master secret rotation"
         )
         self.instance.connections.allow_default_port_from(rotation_sg, "secret rotation")
-        secret.add_rotation_schedule(
+        self.rotation = secret.add_rotation_schedule(
             "Rotation",
             automatically_after=Duration.days(db.rotation_days),
+            # Issue 10, finding 6: no rotation at creation. Rotating immediately races the
+            # Migrate trigger, which reads this secret: it could log in with a password the
+            # instance no longer accepts (or the rotation's finishSecret could fail under it)
+            # and roll back the first deploy. The first rotation runs after rotation_days.
+            rotate_immediately_on_update=False,
             hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(
                 vpc=vpc,
                 vpc_subnets=FUNCTION_SUBNETS,
@@ -185,7 +197,8 @@ class Database(Construct):
             self,
             "MigrateTrigger",
             handler=self.migrate.function,
-            execute_after=[self.proxy, self.instance],
+            # After the rotation schedule too: Migrate reads the secret it manages.
+            execute_after=[self.proxy, self.instance, self.rotation],
             execute_on_handler_change=True,
             invocation_type=triggers.InvocationType.REQUEST_RESPONSE,
             timeout=config.function("Migrate").timeout,

@@ -276,7 +276,8 @@ class Deployments(Construct):
         alarm = cloudwatch.Alarm(
             self,
             alarm_name,
-            alarm_name=alarm_name,
+            # The stage in the name: a group names its alarms literally (issue 10, finding 5).
+            alarm_name=self._config.alarm_name(alarm_name),
             # docs/operations-contract.md: what fired and why, then the runbook.
             alarm_description=f"{summary}.\nRunbook: {failure('F12').runbook_url}",
             metric=metric,

@@ -168,13 +168,18 @@ def node_id_problem(node_id: str, collected: Iterable[str]) -> str | None:
     return f"{node_id}: not collected by pytest"
 
 
+# A deployed AlarmName is "<service>-<stage>-" + the contract name "<catalogue id>-<what>".
+_CONTRACT_ALARM_NAME = re.compile(r"(?:^|-)(F\d\d-.+)$")
+
+
 def alarms_by_name(template: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Contract alarm name (the stage prefix dropped) -> the alarm's properties."""
     alarms: dict[str, Mapping[str, Any]] = {}
     for resource in template.get("Resources", {}).values():
         if resource.get("Type") == "AWS::CloudWatch::Alarm":
             name = resource.get("Properties", {}).get("AlarmName")
-            if isinstance(name, str):
-                alarms[name] = resource["Properties"]
+            if isinstance(name, str) and (match := _CONTRACT_ALARM_NAME.search(name)):
+                alarms[match.group(1)] = resource["Properties"]
     return alarms
 
 

@@ -2,8 +2,9 @@
 F05 budget and the service dashboard.
 
 Rules every alarm here follows (the contract):
-- ``AlarmName`` is ``<catalogue id>-<what>``; per-function alarms carry the function's logical
-  name (``F07-TakePayment-duration-near-timeout``).
+- The contract name is ``<catalogue id>-<what>``; per-function alarms carry the function's
+  logical name (``F07-TakePayment-duration-near-timeout``). ``AlarmName`` is the stage's prefix
+  plus it (``StageConfig.alarm_name``: ``orders-saga-prod-F07-...``), so stages never collide.
 - The description's first line says what fired and why it matters; the second is
   ``Runbook: <failure(id).runbook_url>`` (infra/catalogue.py).
 - ``TreatMissingData`` is explicit; alarm and OK actions go to the one KMS-encrypted topic.
@@ -52,10 +53,13 @@ from infra.nag import acknowledge
 from infra.queues import Queues
 
 # Powertools Metrics as the functions build it (functions/orders_saga/observability.py):
-# namespace "OrdersSaga", every metric with the dimension service=<service>. ColdStart comes
-# from ``log_metrics(capture_cold_start_metric=True)`` as its own EMF blob that adds
-# function_name=<the function's physical name> (Lambda context) to the service dimension.
+# namespace "OrdersSaga", every business metric with the dimensions service=<service> and
+# stage=<stage> (a default dimension, so two stages in one account never share a metric).
+# ColdStart comes from ``log_metrics(capture_cold_start_metric=True)`` as its own EMF blob with
+# service and function_name=<the function's physical name> only (Powertools adds no default
+# dimensions to it); the physical name carries the stack name, so it is per stage too.
 EMF_NAMESPACE: Final = METRICS_NAMESPACE
+COLD_START_METRIC: Final = "ColdStart"
 BUSINESS_METRICS: Final = (
     "OrdersAccepted",
     "OrdersConfirmed",
@@ -190,7 +194,7 @@ class Monitoring(Construct):
         if self._saga_failure_alarm is None:
             assert SAGA_FAILURE_ALARM in self.alarms
             self._saga_failure_alarm = cloudwatch.Alarm.from_alarm_name(
-                self, "SagaFailureAlarmByName", SAGA_FAILURE_ALARM
+                self, "SagaFailureAlarmByName", self._config.alarm_name(SAGA_FAILURE_ALARM)
             )
         return self._saga_failure_alarm
 
@@ -291,7 +295,7 @@ class Monitoring(Construct):
         alarm = cloudwatch.Alarm(
             self._alarm_scope,
             name,
-            alarm_name=name,
+            alarm_name=self._config.alarm_name(name),
             alarm_description=f"{summary}.\nRunbook: {failure(failure_id).runbook_url}",
             metric=metric,
             threshold=threshold,
@@ -306,10 +310,12 @@ class Monitoring(Construct):
         return alarm
 
     def _emf(self, metric_name: str, **dimensions: str) -> cloudwatch.Metric:
+        # ColdStart is Powertools' own blob: function_name instead of the stage (see above).
+        stage = {} if metric_name == COLD_START_METRIC else {"stage": self._config.name}
         return cloudwatch.Metric(
             namespace=EMF_NAMESPACE,
             metric_name=metric_name,
-            dimensions_map={"service": self._config.service, **dimensions},
+            dimensions_map={"service": self._config.service, **stage, **dimensions},
             statistic=cloudwatch.Stats.SUM,
             period=PERIOD,
         )
@@ -370,7 +376,7 @@ class Monitoring(Construct):
         api_name = self._functions["Api"].function.function_name
         self._alarm(
             "F04-Api-cold-starts-high",
-            metric=self._emf("ColdStart", function_name=api_name),
+            metric=self._emf(COLD_START_METRIC, function_name=api_name),
             threshold=t.api_cold_starts,
             summary="Many Api execution environments started in 5 minutes: a spike or deploy "
             "outruns provisioned concurrency and clients see init latency",

@@ -6,6 +6,8 @@ the intake per record, every saga step from its input.
 
 from __future__ import annotations
 
+import os
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = "orders-saga"
@@ -13,6 +15,10 @@ SERVICE = "orders-saga"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace="OrdersSaga", service=SERVICE)
+# Issue 10, finding 5: every stage emits into the same namespace, so each business metric also
+# carries the stage (the stack sets STAGE): dev's metrics never trip prod's alarms. Read at
+# import with a default, so a module still imports with no environment set (smoke tests).
+metrics.set_default_dimensions(stage=os.environ.get("STAGE", "unset"))
 
 
 def bind_order(order_id: str) -> None:

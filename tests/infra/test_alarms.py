@@ -64,14 +64,17 @@ ID_PREFIX = re.compile(r"^(F\d\d)-")
 
 
 def alarms(stack: Synthesized) -> dict[str, dict[str, Any]]:
-    """Alarm name -> properties, for every alarm in the template."""
+    """Contract alarm name -> properties, for every alarm in the template; every AlarmName is
+    the stage's prefix plus the contract name (issue 10, finding 5: stages never collide)."""
     found: dict[str, dict[str, Any]] = {}
     for resource in stack.resources(ALARM).values():
         props = resource["Properties"]
         name = props["AlarmName"]
         assert isinstance(name, str), f"alarm name must be literal, got {name!r}"
-        assert name not in found, f"duplicate alarm name {name}"
-        found[name] = props
+        assert name.startswith(f"orders-saga-{stack.config.name}-"), name
+        contract = stack.config.contract_alarm_name(name)
+        assert contract not in found, f"duplicate alarm name {name}"
+        found[contract] = props
     return found
 
 

@@ -78,22 +78,25 @@ def group_of(stack: Synthesized, name: str) -> dict[str, Any]:
 
 
 def alarm_names_of(stack: Synthesized, group: dict[str, Any]) -> list[str]:
-    """Group alarm names: literal, or through a Ref to an alarm of this template."""
+    """Group alarm names (literal, or through a Ref to an alarm of this template) as contract
+    names: each must carry its own stage's prefix, never another stage's (issue 10)."""
     alarms = stack.resources("AWS::CloudWatch::Alarm")
     names = []
     for entry in group["Properties"]["AlarmConfiguration"]["Alarms"]:
         name = entry["Name"]
-        names.append(
+        literal = (
             name if isinstance(name, str) else alarms[the_ref(name)]["Properties"]["AlarmName"]
         )
+        names.append(stack.config.contract_alarm_name(literal))
     return names
 
 
 def alarm_named(stack: Synthesized, alarm_name: str) -> dict[str, Any]:
+    """The alarm whose contract name is ``alarm_name``."""
     (alarm,) = [
         a
         for a in stack.resources("AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["AlarmName"] == alarm_name
+        if a["Properties"]["AlarmName"] == stack.config.alarm_name(alarm_name)
     ]
     return alarm
 
@@ -181,7 +184,7 @@ def test_every_group_rolls_back_on_failure_stop_and_alarm(stage_stack: Synthesiz
 
 def test_every_group_has_its_f12_alarms_and_the_saga_alarm(stage_stack: Synthesized) -> None:
     defined = {
-        a["Properties"]["AlarmName"]
+        stage_stack.config.contract_alarm_name(a["Properties"]["AlarmName"])
         for a in stage_stack.resources("AWS::CloudWatch::Alarm").values()
     }
     for name in DEPLOYED:
