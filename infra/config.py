@@ -193,8 +193,8 @@ class DatabaseSettings:
 class NetworkSettings:
     max_azs: int
     nat_gateways: int
-    # Interface endpoints keep SQS/Secrets Manager traffic off the NAT and working through a
-    # NAT outage; they cost per AZ-hour, so only where availability pays for them.
+    # Interface endpoints keep SQS, Secrets Manager and Step Functions traffic off the NAT and
+    # working through a NAT outage; they cost per AZ-hour, so only where availability pays.
     interface_endpoints: bool
     cidr: str = "10.40.0.0/16"
 
@@ -248,6 +248,10 @@ class AlarmThresholds:
     # F06: normal borrow latency is microseconds; hundreds of milliseconds mean clients
     # queue for a pooled connection and will hit the proxy's borrow timeout next.
     proxy_borrow_latency_p99_ms: int = 200
+    # F06 (issue 10): the functions never pin a proxy connection (no prepared statements, no
+    # session SET, no temp tables or advisory locks: ADR 0008), so any sustained pinning is a
+    # regression that quietly turns the proxy's multiplexing off.
+    proxy_pinned_connections: int = 0
     # F08 / F11: rates are only judged when the period has this many samples, so one failed
     # order out of three at night does not page anyone.
     min_samples_for_rate: int = 10

@@ -580,6 +580,26 @@ def function_does_not_feed_its_trigger(res: Resources) -> Iterator[Violation]:
             )
 
 
+# -- CloudWatch alarms ------------------------------------------------------------------------
+
+# CloudWatch: an alarm on a metric math expression may use at most 10 metrics (a quota that
+# cannot be raised). CloudFormation accepts the template and the deploy fails (issue 10,
+# finding 8); a stack that sums one metric per function reaches it by adding a function.
+ALARM_METRICS_LIMIT: Final = 10
+
+
+def alarm_fits_the_metric_limit(res: Resources) -> Iterator[Violation]:
+    for alarm, props in res.of_type("AWS::CloudWatch::Alarm"):
+        used = [m for m in props.get("Metrics") or () if "MetricStat" in m]
+        if len(used) > ALARM_METRICS_LIMIT:
+            yield Violation(
+                "F16",
+                alarm,
+                f"alarm uses {len(used)} metrics; CloudWatch allows {ALARM_METRICS_LIMIT} per "
+                "metric math alarm (the deploy would fail): split it or aggregate per metric",
+            )
+
+
 Rule = Callable[[Resources], Iterable[Violation]]
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -603,6 +623,7 @@ RULES: Final[tuple[Rule, ...]] = (
     rule_targets_have_dead_letter_queue,
     async_invoked_function_has_failure_destination,
     function_does_not_feed_its_trigger,
+    alarm_fits_the_metric_limit,
 )
 
 

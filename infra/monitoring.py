@@ -681,6 +681,17 @@ class Monitoring(Construct):
             summary=f"RDS Proxy p99 borrow latency stayed above {t.proxy_borrow_latency_p99_ms}"
             " ms: clients queue for a database connection and will hit the borrow timeout",
         )
+        self._alarm(
+            "F06-proxy-sessions-pinned",
+            metric=proxy_metric(
+                "DatabaseConnectionsCurrentlySessionPinned", cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=t.proxy_pinned_connections,
+            evaluation_periods=SUSTAINED_MINUTES,
+            summary="RDS Proxy kept database connections pinned to client sessions (a prepared "
+            "statement, SET, temporary table or advisory lock): each pinned client holds a "
+            "database connection for its whole life, so the connection budget no longer holds",
+        )
 
     def _invocation_rate_alarm(self) -> None:
         """F22: total invocations above what the API can admit, whatever the cause."""

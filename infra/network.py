@@ -61,12 +61,17 @@ class Network(Construct):
             subnets=[FUNCTION_SUBNETS],
         )
         if net.interface_endpoints:
-            # Only the services VPC functions call: Api sends to SQS; the payment functions
-            # and Migrate read secrets. Intake (the only Step Functions caller) runs outside
-            # the VPC, so no states endpoint.
+            # Every AWS API a VPC function calls besides DynamoDB (the gateway endpoint above),
+            # so none of them depends on the NAT (issue 10, finding 9): Api and Intake send to
+            # SQS; Intake also writes the order row (hence in the VPC) and starts the saga
+            # (Step Functions); the payment functions and Migrate read secrets. RDS IAM tokens
+            # are signed locally; logs, metrics (EMF) and traces leave through the Lambda
+            # service, not the function's ENI. tests/infra/test_network_endpoints.py checks the
+            # list against the roles' grants.
             for name, service in (
                 ("Sqs", ec2.InterfaceVpcEndpointAwsService.SQS),
                 ("SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER),
+                ("StepFunctions", ec2.InterfaceVpcEndpointAwsService.STEP_FUNCTIONS),
             ):
                 endpoint = self.vpc.add_interface_endpoint(
                     name,

@@ -42,6 +42,7 @@ SINGLE = (
     "F04-Api-cold-starts-high",
     "F06-proxy-connections-near-budget",
     "F06-proxy-borrow-latency",
+    "F06-proxy-sessions-pinned",
     "F07-saga-executions-timed-out",
     "F08-needs-attention-not-empty",
     "F08-saga-executions-aborted",

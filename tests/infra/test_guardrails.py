@@ -22,6 +22,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -300,6 +301,44 @@ def _feeds_own_stream(stack: cdk.Stack, bad: bool) -> None:
         table.grant_stream_read(fn)
 
 
+def _alarm_metrics(scope: cdk.Stack, bad: bool) -> None:
+    """A metric math alarm summing one metric per function: 11 breaks CloudWatch's limit.
+
+    Built as the L1 resource: the L2 ``cloudwatch.Alarm`` already refuses more than 10 (see
+    the test below); the guardrail covers what reaches the template another way (CfnAlarm,
+    escape hatches, raw overrides)."""
+    count = 11 if bad else 10
+    metrics = [
+        cloudwatch.CfnAlarm.MetricDataQueryProperty(
+            id=f"m{i}",
+            return_data=False,
+            metric_stat=cloudwatch.CfnAlarm.MetricStatProperty(
+                metric=cloudwatch.CfnAlarm.MetricProperty(
+                    namespace="AWS/Lambda",
+                    metric_name="Invocations",
+                    dimensions=[
+                        cloudwatch.CfnAlarm.DimensionProperty(name="FunctionName", value=f"fn{i}")
+                    ],
+                ),
+                period=300,
+                stat="Sum",
+            ),
+        )
+        for i in range(count)
+    ]
+    total = cloudwatch.CfnAlarm.MetricDataQueryProperty(
+        id="total", expression="+".join(f"m{i}" for i in range(count)), return_data=True
+    )
+    cloudwatch.CfnAlarm(
+        scope,
+        "Total",
+        comparison_operator="GreaterThanThreshold",
+        evaluation_periods=1,
+        threshold=1,
+        metrics=[*metrics, total],
+    )
+
+
 CASES = [
     Case("reserved-concurrency", "F05", "Fn/Resource", "ReservedConcurrentExecutions",
          _function_case("reserved_concurrent_executions")),
@@ -331,6 +370,7 @@ CASES = [
     Case("queue-cycle", "F22", "Relay/Resource", "write to its own trigger", _feeds_own_trigger),
     Case("stream-cycle", "F22", "Projector/Resource", "write to its own trigger",
          _feeds_own_stream),
+    Case("alarm-metric-limit", "F16", "Total", "uses 11 metrics", _alarm_metrics),
 ]  # fmt: skip
 
 
@@ -517,3 +557,19 @@ def test_cdk_cli_synth_exits_non_zero_on_a_violation(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "[F07] function has no explicit Timeout" in output
     assert "Cli/Fn/Resource (Fn9270CBC0)" in output
+
+
+def test_the_l2_alarm_itself_refuses_a_math_expression_over_the_metric_limit() -> None:
+    """Issue 10, finding 8, checked: aws-cdk-lib's Alarm refuses 11 metrics at construction,
+    so an L2 alarm fails synth already; the guardrail rule covers L1 alarms and overrides."""
+    metrics = {f"m{i}": cloudwatch.Metric(namespace="N", metric_name=f"M{i}") for i in range(11)}
+    stack = cdk.Stack(cdk.App(), "Limit")
+
+    with pytest.raises(RuntimeError, match="more than 10 individual metrics"):
+        cloudwatch.Alarm(
+            stack,
+            "Total",
+            metric=cloudwatch.MathExpression(expression="+".join(metrics), using_metrics=metrics),
+            threshold=1,
+            evaluation_periods=1,
+        )
