@@ -49,8 +49,10 @@ class OrderAccepted(BaseModel):
     order_id: str = Field(json_schema_extra={"format": "uuid"})
     status: Literal["ACCEPTED"]
     status_url: str = Field(
-        description="Path of the order, relative to the stage: GET it for the order's status",
-        pattern=r"^/orders/[0-9a-f-]{36}$",
+        description="Path of the order on the host the request was sent to, with the stage "
+        "or custom-domain base path the request used (also the Location header): GET it for "
+        "the order's status",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*/orders/[0-9a-f-]{36}$",
     )
 
 

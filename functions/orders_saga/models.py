@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -134,8 +135,9 @@ class SagaState(BaseModel):
         return f"{self.error.get('Error', 'unknown')}: {self.error.get('Cause', '')}"[:500]
 
 
-class OrderView(BaseModel):
-    """Body of ``GET /orders/{order_id}``."""
+class OrderRecord(BaseModel):
+    """An order row as the repository reads it, ``failure_reason`` (the saga's error and cause,
+    for operators) included: never sent to a customer as it is (issue 10, finding 10)."""
 
     order_id: str
     status: str
@@ -143,5 +145,29 @@ class OrderView(BaseModel):
     currency: str
     amount_cents: int | None
     failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FailureCode(StrEnum):
+    """Why an order failed, as a customer may see it: stable codes, documented in the API."""
+
+    OUT_OF_STOCK = "out_of_stock"
+    PAYMENT_DECLINED = "payment_declined"
+    # Anything else (a timeout, a bug, a dependency down after every retry): no details.
+    NOT_COMPLETED = "not_completed"
+
+
+class OrderView(BaseModel):
+    """Body of ``GET /orders/{order_id}``: a failed order says why with a stable code and a
+    fixed message; the cause stays in the logs, the execution history and the order row."""
+
+    order_id: str
+    status: str
+    items: list[OrderLine]
+    currency: str
+    amount_cents: int | None
+    failure_code: FailureCode | None
+    failure_message: str | None
     created_at: datetime
     updated_at: datetime

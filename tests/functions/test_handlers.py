@@ -87,6 +87,39 @@ def test_post_accepts_the_order_and_a_retry_returns_the_first_response(
     assert len(function_env.sqs_messages(function_env.orders_queue_url)) == 1
 
 
+@pytest.mark.parametrize(
+    ("called", "expected_prefix"),
+    [("/dev/orders", "/dev"), ("/shop/v1/orders", "/shop/v1"), ("/orders", "")],
+    ids=["execute-api stage", "custom domain base path", "custom domain root"],
+)
+def test_location_and_status_url_keep_the_path_the_client_called(
+    function_env: AwsResources,
+    db: psycopg.Connection,
+    lambda_context: LambdaContext,
+    called: str,
+    expected_prefix: str,
+) -> None:
+    """Issue 10, finding 11: "/orders/<id>" resolved against https://host/dev/ is outside the
+    stage (API Gateway answers 403 Missing Authentication Token).
+
+    Fails if: the handler stops prefixing the resource path with what requestContext.path adds
+    (the stage on the execute-api host, the base path on a custom domain)."""
+    from orders_saga.handlers import api
+
+    event = rest_event(
+        "POST", "/orders", body=ORDER_BODY, headers={"Idempotency-Key": f"key-{called[1:4]}-url"}
+    )
+    event["requestContext"]["path"] = called
+
+    response = api.handler(event, lambda_context)
+
+    body = json.loads(response["body"])
+    expected = f"{expected_prefix}/orders/{body['order_id']}"
+    assert response["statusCode"] == 202
+    assert body["status_url"] == expected
+    assert response["multiValueHeaders"]["Location"] == [expected]
+
+
 def test_the_same_key_with_a_different_body_is_refused(
     function_env: AwsResources, db: psycopg.Connection, lambda_context: LambdaContext
 ) -> None:

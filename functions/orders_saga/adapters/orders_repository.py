@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orders_saga.errors import OutOfStock
-from orders_saga.models import Order, OrderView, Reservation, ReservedLine
+from orders_saga.models import Order, OrderRecord, Reservation, ReservedLine
 
 TERMINAL_STATUSES = ("CONFIRMED", "FAILED")
 
@@ -57,14 +57,14 @@ def insert_received_order(conn: psycopg.Connection, order: Order) -> bool:
 
 def get_order_for_customer(
     conn: psycopg.Connection, order_id: str, customer_id: str
-) -> OrderView | None:
+) -> OrderRecord | None:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "SELECT order_id::text, status, items, currency, amount_cents, failure_reason,"
             " created_at, updated_at FROM orders WHERE order_id = %s AND customer_id = %s",
             (order_id, customer_id),
         ).fetchone()
-    return OrderView.model_validate(row) if row else None
+    return OrderRecord.model_validate(row) if row else None
 
 
 def _lock_order(conn: psycopg.Connection, order_id: str) -> str:

@@ -23,7 +23,7 @@ from orders_saga import config
 from orders_saga.adapters import orders_repository
 from orders_saga.adapters.database import database
 from orders_saga.errors import TransientError
-from orders_saga.logic import place_order
+from orders_saga.logic import order_failure, place_order
 from orders_saga.logic.health_check import health_report, is_health_check
 from orders_saga.logic.order_identity import is_order_id
 from orders_saga.models import IdempotencyKey, PlaceOrderRequest
@@ -99,12 +99,28 @@ def post_order() -> Response[str]:
             None,
             **{"Retry-After": "1"},
         )
+    accepted = {**accepted, "status_url": _as_called(accepted["status_url"])}
     return Response(
         status_code=HTTPStatus.ACCEPTED.value,
         content_type="application/json",
         body=json.dumps(accepted),
         headers={"Location": accepted["status_url"]},
     )
+
+
+def _as_called(resource_path: str) -> str:
+    """``resource_path`` as the client addresses it (issue 10, finding 11).
+
+    API Gateway hands the function the resource path (``/orders``) and, in
+    ``requestContext.path``, the path the client called: ``/dev/orders`` on the execute-api
+    host, ``/<base path>/orders`` on a custom domain. The difference is the prefix a link must
+    keep, or it resolves to 403 Missing Authentication Token. The idempotent response itself
+    keeps the bare resource path, so a replay through another host or stage stays right.
+    """
+    event = app.current_event
+    called, own = event.request_context.path or "", event.path or ""
+    prefix = called[: -len(own)] if own and called.endswith(own) else ""
+    return f"{prefix}{resource_path}"
 
 
 @app.get("/orders/<order_id>")
@@ -117,15 +133,16 @@ def get_order(order_id: str) -> Response[str]:
     if not is_order_id(order_id):
         return _error(HTTPStatus.NOT_FOUND, "Order not found")
     bind_order(order_id)
-    view = database().run(
+    record = database().run(
         lambda conn: orders_repository.get_order_for_customer(conn, order_id, customer_id)
     )
-    if view is None:
+    if record is None:
         return _error(HTTPStatus.NOT_FOUND, "Order not found")
     return Response(
         status_code=HTTPStatus.OK.value,
         content_type="application/json",
-        body=view.model_dump_json(),
+        # A reason code and a fixed message; the cause stays with operators (finding 10).
+        body=order_failure.public_view(record).model_dump_json(),
     )
 
 
