@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -45,6 +44,7 @@ from devstack.postgres import (
     PostgresSettings,
     free_loopback_port,
     server_env,
+    service_account,
 )
 from devstack.tls import LocalCertificateAuthority, hand_over
 
@@ -108,7 +108,7 @@ class LocalPgBouncer:
         self._root: Path | None = None
         self._pid: int | None = None
         self._settings: ProxySettings | None = None
-        self._account = _service_account()
+        self._account = service_account()
 
     @property
     def settings(self) -> ProxySettings:
@@ -324,18 +324,6 @@ def show(admin: psycopg.Connection, what: str) -> list[dict[str, object]]:
     cur = admin.execute(f"SHOW {what}", prepare=False)
     names = [col.name for col in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def _service_account() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        raise PgBouncerStartError(
-            f"running as root, but there is no '{SERVICE_USER}' user to run pgbouncer as "
-            "(it refuses to run as root); install PostgreSQL (it creates the user)"
-        ) from None
 
 
 def _read(path: Path) -> str:

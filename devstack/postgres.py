@@ -235,6 +235,21 @@ def _traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
     return True
 
 
+def service_account() -> pwd.struct_passwd | None:
+    """The account the servers run as when we are root (PostgreSQL and pgbouncer refuse root);
+    None when we are not root and they run as us."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise PostgresStartError(
+            f"running as root, but there is no '{SERVICE_USER}' user to run the servers "
+            f"as (PostgreSQL and pgbouncer refuse to run as root); {INSTALL_HINT} (it creates "
+            "the user) or run as an unprivileged user"
+        ) from None
+
+
 def server_env() -> dict[str, str]:
     # Stray PGDATA/PGPORT/PGHOST from the caller's shell must not steer the throwaway server.
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -307,7 +322,7 @@ class LocalPostgres:
             return self._settings
         t0 = time.perf_counter()
         binaries = self._binaries = self._binaries or find_postgres_binaries()
-        self._account = self._service_account()
+        self._account = service_account()
         self._root = self._make_root()
         # Registered before anything can fail, so an interrupted start leaves nothing behind.
         atexit.register(self.stop)
@@ -365,18 +380,6 @@ class LocalPostgres:
         self.stop()
 
     # -- steps -----------------------------------------------------------------------
-
-    def _service_account(self) -> pwd.struct_passwd | None:
-        if os.geteuid() != 0:
-            return None
-        try:
-            return pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            raise PostgresStartError(
-                f"running as root, but there is no '{SERVICE_USER}' user to run the server "
-                f"as (PostgreSQL refuses to run as root); {INSTALL_HINT} (it creates the user) "
-                "or run as an unprivileged user"
-            ) from None
 
     def _make_root(self) -> Path:
         base = self._base_dir or Path(tempfile.gettempdir())

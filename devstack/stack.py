@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import threading
@@ -176,8 +175,10 @@ class LocalStack:
 
     def start(self) -> None:
         started = time.monotonic()
-        tls_dir = self._exit.enter_context(_temporary_directory("orders-tls-"))
-        ca = LocalCertificateAuthority(tls_dir)
+        # The servers copy what they need into their own directories; only this process and
+        # the function workers (the same user) read the CA bundle here.
+        tls_dir = self._exit.enter_context(tempfile.TemporaryDirectory(prefix="orders-tls-"))
+        ca = LocalCertificateAuthority(Path(tls_dir))
         pg = self._exit.enter_context(LocalPostgres(ca=ca))
         self.postgres = pg.settings
         announce(
@@ -470,15 +471,3 @@ class LocalStack:
             raise RuntimeError("the local stack is not running")
         with psycopg.connect(self.postgres.conninfo(), autocommit=True) as conn:
             yield conn
-
-
-@contextmanager
-def _temporary_directory(prefix: str) -> Iterator[Path]:
-    """A directory the servers' account can read (the CA bundle), removed at exit."""
-    # /tmp: the servers' account must reach it (a TMPDIR under /root it cannot).
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

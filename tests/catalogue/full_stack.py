@@ -245,6 +245,13 @@ def log_lines(
 # -- execution environments and their PostgreSQL connections ----------------------------------
 
 
+def function_connections(stack: LocalStack) -> list[dict[str, object]]:
+    """The functions' client connections at the local proxy (pgbouncer's SHOW CLIENTS)."""
+    proxy = stack.proxy
+    assert proxy is not None
+    return [c for c in proxy.clients() if c["application_name"] == APP_NAME]
+
+
 def pool(stack: LocalStack, handler_module: str) -> FunctionPool:
     resources = stack.resources
     assert resources is not None

@@ -19,7 +19,6 @@ from typing import Any
 
 from infra.config import DB_FUNCTIONS, connection_budget
 from tests.catalogue.full_stack import (
-    APP_NAME,
     BackendSampler,
     Client,
     at_once,
@@ -29,6 +28,7 @@ from tests.catalogue.full_stack import (
     db_environments,
     events,
     fresh_sku,
+    function_connections,
     invocations_per_environment,
     log_lines,
     order_body,
@@ -191,7 +191,7 @@ def test_f06_a_broken_connection_is_reopened_once_and_the_work_done_once(
                 time.sleep(0.02)
             proxy = stack.proxy
             assert proxy is not None
-            killed = [c for c in proxy.clients() if c["application_name"] == APP_NAME]
+            killed = function_connections(stack)
             proxy.drop_client_connections()
             unfinished = [s for s in order_statuses(conn, order_ids).values() if s != "CONFIRMED"]
         assert_done_exactly_once(running, order_ids, sku, stock=100)

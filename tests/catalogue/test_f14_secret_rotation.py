@@ -26,7 +26,6 @@ from psycopg import sql
 
 from devstack.lambda_runtime import FunctionWorker
 from tests.catalogue.full_stack import (
-    APP_NAME,
     Client,
     at_once,
     available,
@@ -34,6 +33,7 @@ from tests.catalogue.full_stack import (
     db_environments,
     events,
     fresh_sku,
+    function_connections,
     insert_received_order,
     invoke_ok,
     log_lines,
@@ -108,12 +108,6 @@ def rotation(running: Running, proxy_login: ProxyLogin) -> Iterator[Rotate]:
         set_password(conn, json.loads(original))
 
 
-def app_clients(running: Running) -> list[dict[str, object]]:
-    proxy = running.stack.proxy
-    assert proxy is not None
-    return [c for c in proxy.clients() if c["application_name"] == APP_NAME]
-
-
 def test_f14_rotating_the_database_password_mid_flight_fails_no_order(
     running: Running, rotation: Rotate, proxy_login: ProxyLogin, secret_reads: list[str]
 ) -> None:
@@ -157,13 +151,13 @@ def test_f14_rotating_the_database_password_mid_flight_fails_no_order(
             sm.get_secret_value(SecretId=proxy_login.secret_arn)["SecretString"]
         )["password"]
         rotation(admin)
-        dropped = app_clients(running)
+        dropped = function_connections(stack)
         proxy.drop_client_connections()
         statuses = wait_terminal(admin, order_ids)
         stock = available(admin, sku)
         histories = [events(admin, order_id) for order_id in order_ids]
     # Every client of the proxy now logged in after the drop, so with the rotated password.
-    relogged = app_clients(running)
+    relogged = function_connections(stack)
     reads = secret_reads.count(proxy_login.secret_arn) - reads_before
     reconnects = len(log_lines(running, message="database connection broke; reconnecting"))
 

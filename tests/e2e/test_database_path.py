@@ -4,6 +4,7 @@ directly as the master login, and every connection is TLS verified against the r
 
 from __future__ import annotations
 
+from tests.catalogue.full_stack import function_connections
 from tests.localstack import Running, new_key
 
 
@@ -49,7 +50,7 @@ def test_an_order_travels_through_the_proxy_over_tls_as_the_app_role(running: Ru
     assert status == 202, body
     assert running.api.wait_terminal(running.alice, body["order_id"])["status"] == "CONFIRMED"
 
-    clients = [c for c in proxy.clients() if c["application_name"] == "orders-saga"]
+    clients = function_connections(stack)
     with stack.db() as conn:
         app_sessions = conn.execute(
             "SELECT count(*), bool_and(ssl) FROM pg_stat_activity JOIN pg_stat_ssl USING (pid)"

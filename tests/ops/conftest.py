@@ -98,6 +98,24 @@ class IntakeMapping:
     queue_url: str
 
 
+def create_lambda_function(name: str) -> str:
+    """A do-nothing function in moto (with its own role), for tests that only need it to exist."""
+    role = boto3.client("iam").create_role(
+        RoleName=f"fn-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+    boto3.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.13",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": package.getvalue()},
+    )
+    return name
+
+
 @pytest.fixture
 def intake_mapping(aws: AwsResources) -> IntakeMapping:
     """As infra/intake.py deploys it: the mapping is on ``<function>:live``.
@@ -105,21 +123,8 @@ def intake_mapping(aws: AwsResources) -> IntakeMapping:
     Created disabled: moto invokes the function (Docker) for each message sent to a queue
     with an enabled mapping, and the tests send messages.
     """
-    role = boto3.client("iam").create_role(
-        RoleName=f"intake-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
     lambda_ = boto3.client("lambda")
-    name = "orders-intake"
-    lambda_.create_function(
-        FunctionName=name,
-        Runtime="python3.13",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": package.getvalue()},
-    )
+    name = create_lambda_function("orders-intake")
     version = lambda_.publish_version(FunctionName=name)["Version"]
     lambda_.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
     queue_arn = boto3.client("sqs").get_queue_attributes(

@@ -13,8 +13,6 @@ import dataclasses
 import io
 import json
 import shlex
-import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from ops.preflight import (
     check_payment_url,
 )
 from tests.fixtures import CDK_OUT
-from tests.ops.conftest import REGION, CliResult
+from tests.ops.conftest import REGION, CliResult, create_lambda_function
 from tests.runbooks.test_runbooks import Command, check_aws
 
 DEV_TEMPLATE = CDK_OUT / "OrdersSaga-dev.template.json"
@@ -106,21 +104,10 @@ def set_apigateway_role(*, create_role: bool) -> str:
 
 
 def create_function(name: str, reserved: int) -> str:
-    role = boto3.client("iam").create_role(
-        RoleName=f"fn-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("handler.py", "def handler(event, context):\n    return {}\n")
-    lambda_ = boto3.client("lambda")
-    lambda_.create_function(
-        FunctionName=name,
-        Runtime="python3.13",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": package.getvalue()},
+    create_lambda_function(name)
+    boto3.client("lambda").put_function_concurrency(
+        FunctionName=name, ReservedConcurrentExecutions=reserved
     )
-    lambda_.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
     return name
 
 
