@@ -14,7 +14,17 @@ bounded pool of client threads. Faults, each with its own rate flag:
   attempt's idempotency record and replay the charge, never book a second one;
 * DB connection drop: a background thread terminates the functions' PostgreSQL backends
   (``application_name = 'orders-saga'``) with ``pg_terminate_backend`` at random moments (F06);
-* hot SKUs: a few SKUs with little stock that many orders compete for (F10).
+* hot SKUs: a few SKUs with little stock that many orders compete for (F10);
+* a reused Idempotency-Key: the client POSTs a different order with the key of an accepted
+  one (F01: it must get a 4xx, never the other order's 202);
+* StartExecution throttled: the local Step Functions answers ``ThrottlingException`` to a
+  share of the intake's calls (F02: the failed record must come back, never be deleted);
+* undeliverable messages: valid orders straight onto the queue whose saga can never start
+  (Step Functions refuses their input): the stand-in for a message the intake cannot process
+  (F02: it must reach the DLQ after maxReceiveCount, never loop).
+
+``--without KEY`` switches a containment off for the run (``devstack/ablations.py``); ``make
+compare`` runs each one against the hardened stack (``devstack/compare.py``).
 
 The report is read from the system's own records (``devstack.invariants``, shared with
 ``make demo``): PostgreSQL, the provider's ledger, Step Functions executions, the DLQs and the
@@ -41,7 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -49,6 +59,7 @@ from typing import Any, Final, TextIO
 import jwt
 import psycopg
 import urllib3
+from moto.core.exceptions import AWSError
 from orders_saga.logic.order_identity import (
     execution_name_for,
     order_id_for,
@@ -56,7 +67,7 @@ from orders_saga.logic.order_identity import (
 )
 from orders_saga.models import Order, OrderAcceptedV2, OrderLine
 
-from devstack import invariants
+from devstack import ablations, invariants
 from devstack.aws import DEFAULT_PAYMENT_API_KEY
 from devstack.invariants import TERMINAL, Records
 from devstack.lambda_runtime import LogRecord, discard_logs
@@ -68,18 +79,10 @@ REGULAR_SKUS = 8
 CUSTOMERS = 8
 HOT_SHARE = 0.3  # share of orders with a hot SKU line when --hot-skus > 0
 DECLINED_CARD = "pm_card_declined"
+IN_PROGRESS_ERROR = "IdempotencyAlreadyInProgressError"  # the saga's recorded error name
 CLIENT_ATTEMPTS = 5  # a well-behaved client: bounded retries, same key, backoff with jitter
 # The functions an order passes through (handler module names): warmed before the clock starts.
-ORDER_PATH = (
-    "api",
-    "intake",
-    "reserve_inventory",
-    "take_payment",
-    "confirm_order",
-    "refund_payment",
-    "release_inventory",
-    "mark_order_failed",
-)
+ORDER_PATH = ("api", "intake", *ablations.SAGA_STEPS)
 
 
 # --------------------------------------------------------------------------- settings
@@ -99,6 +102,14 @@ class ChaosSettings:
     db_drop_rate: float = 0.5  # backend terminations per second while orders are in flight
     declined_rate: float = 0.02
     hot_skus: int = 3
+    key_reuse_rate: float = 0.0  # share of orders whose key the client reuses for another body
+    start_throttle_rate: float = 0.0  # share of StartExecution calls throttled
+    undeliverable_rate: float = 0.0  # valid messages per order whose saga can never start
+    # How long a "timeout" holds the provider's answer; default: past the adapter's read
+    # timeout. Longer than the function timeout, it is a hung provider (F07).
+    payment_timeout_delay_s: float | None = None
+    ablations: frozenset[str] = frozenset()  # containments switched off (devstack/ablations.py)
+    run_label: str = ""  # makes keys (so order ids) unique when runs share a stack
     # Environments per function, capped by each function's reserved concurrency (dev: 4 for
     # the saga steps). Pools grow only when all environments are busy.
     pool_size: int = 4
@@ -122,6 +133,9 @@ class ChaosSettings:
             self.lost_response_rate,
             self.crash_after_side_effect_rate,
             self.declined_rate,
+            self.key_reuse_rate,
+            self.start_throttle_rate,
+            self.undeliverable_rate,
         )
         if not all(0.0 <= p <= 1.0 for p in probabilities):
             raise ValueError("fault rates are probabilities within 0..1")
@@ -138,6 +152,9 @@ class ChaosSettings:
             "crash after side effect": self.crash_after_side_effect_rate > 0,
             "db connection drop": self.db_drop_rate > 0,
             "hot sku contention": self.hot_skus > 0,
+            "reused idempotency key": self.key_reuse_rate > 0,
+            "start execution throttled": self.start_throttle_rate > 0,
+            "undeliverable message": self.undeliverable_rate > 0,
         }
 
 
@@ -170,6 +187,8 @@ class Planned:
     body: dict[str, Any]
     duplicate: bool
     crash: bool = False  # TakePayment's environment dies after the charge (if it charges)
+    reuse: bool = False  # the client reuses this order's key for a different body
+    reuse_status: int | None = None  # what the API answered to that reuse
     order_id: str = ""
     http_status: int | None = None
     accepted: bool = False
@@ -195,12 +214,19 @@ def plan(settings: ChaosSettings, rng: random.Random) -> list[Planned]:
             Planned(
                 index=index,
                 customer=rng.randrange(CUSTOMERS),
-                key=f"chaos-{settings.seed}-{index}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                key=(
+                    f"chaos-{settings.run_label}{settings.seed}-{index}-"
+                    f"{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
+                ),
                 body=body,
                 duplicate=rng.random() < settings.duplicate_rate,
                 crash=rng.random() < settings.crash_after_side_effect_rate,
             )
         )
+    # Own dice, so adding this fault left the plans of earlier seeds as they were.
+    reuse_rng = random.Random(f"reuse-{settings.seed}")  # noqa: S311
+    for p in planned:
+        p.reuse = reuse_rng.random() < settings.key_reuse_rate
     return planned
 
 
@@ -275,6 +301,67 @@ def poison_body(kind: str, marker: str) -> str:
             "accepted_at": "2020-01-01T00:00:00+00:00",
         }
     )
+
+
+def other_order(body: dict[str, Any]) -> dict[str, Any]:
+    """The same order with one more unit of its first line: what a client sends when it
+    reuses an Idempotency-Key for a different order."""
+    items = [dict(line) for line in body["items"]]
+    items[0]["quantity"] = int(items[0]["quantity"]) + 1
+    return {**body, "items": items}
+
+
+UNDELIVERABLE = "chaos-undeliverable-"  # customer id prefix the local Step Functions refuses
+
+
+def undeliverable_body(marker: str, body: dict[str, Any]) -> str:
+    """A valid order message (it passes the intake's validation) whose saga cannot start."""
+    order = Order(
+        order_id=str(uuid.uuid5(uuid.NAMESPACE_URL, marker)),
+        customer_id=marker,
+        items=[OrderLine(**line) for line in body["items"]],
+        payment_method=body["payment_method"],
+        currency=body["currency"],
+    )
+    return OrderAcceptedV2.for_order(order).model_dump_json()
+
+
+class _Throttled(AWSError):
+    TYPE = "ThrottlingException"
+    STATUS = 400
+
+
+@contextmanager
+def start_execution_faults(rate: float, seed: int) -> Iterator[Counter[str]]:
+    """The local Step Functions (moto, in this process) answers ``ThrottlingException`` to a
+    share of StartExecution calls, and ``InvalidExecutionInput`` to every undeliverable order.
+    Yields the counts of both."""
+    from moto.stepfunctions.exceptions import InvalidExecutionInput
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    counts: Counter[str] = Counter()
+    dice = random.Random(f"start-{seed}")  # noqa: S311
+    lock = threading.Lock()
+    original = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self: Any, *args: Any, **kwargs: Any) -> Any:
+        execution_input = str(kwargs.get("execution_input") or (args[2:3] or [""])[0])
+        if UNDELIVERABLE in execution_input:
+            with lock:
+                counts["undeliverable"] += 1
+            raise InvalidExecutionInput("the local stack refuses this order (undeliverable)")
+        with lock:
+            throttled = dice.random() < rate
+            counts["throttled"] += throttled
+        if throttled:
+            raise _Throttled("Rate exceeded")
+        return original(self, *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        StepFunctionsParserBackend.start_execution = original  # type: ignore[method-assign]
 
 
 class DbDropper:
@@ -466,7 +553,10 @@ class ChaosReport:
         return self.counts.get("submitted", 0) / self.wall_s if self.wall_s else 0.0
 
     def render(self) -> str:
-        out = ["", "orders:"]
+        out = [""]
+        if self.settings.ablations:
+            out.append("containments switched off: " + ", ".join(sorted(self.settings.ablations)))
+        out.append("orders:")
         out += [f"  {name:<36} {value}" for name, value in self.counts.items()]
         out.append("in DLQ, by reason:")
         out += [f"  {reason[:70]:<70} {n}" for reason, n in sorted(self.dlq_reasons.items())]
@@ -619,6 +709,16 @@ def _intake_record(stack: LocalStack, order_id: str) -> str:
     return json.dumps({k: next(iter(v.values())) for k, v in item.items()}, default=str)[:300]
 
 
+def _order_of(execution_name: str) -> str:
+    """The order id in an execution name, also when an ablation added a suffix to it."""
+    return order_id_of_execution(execution_name)[:36]
+
+
+def _timeouts(stack: LocalStack) -> int:
+    """Invocations the local Lambda killed at the function timeout so far (all functions)."""
+    return sum(w.timeouts for pool in stack.pools.values() for w in pool.workers)
+
+
 def percentile(values: list[int], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     if not values:
@@ -643,10 +743,16 @@ def build_report(
     poisons: dict[str, str],
     *,
     settled: bool = True,
+    timeouts: int = 0,
 ) -> ChaosReport:
     report = ChaosReport(settings=settings, settled=settled)
-    records = Records.read(stack)
     order_ids = {p.order_id for p in planned}
+    records = Records.read(stack)
+    # Executions of earlier runs on a shared stack (make compare) are not this run's.
+    records = replace(
+        records,
+        executions=[e for e in records.executions if _order_of(str(e["name"])) in order_ids],
+    )
     accepted = [p for p in planned if p.accepted]
     accepted_ids = [p.order_id for p in accepted]
 
@@ -680,9 +786,10 @@ def build_report(
         "not terminal": len(found["not terminal"]),
         "lost (submitted but nowhere)": len(found["lost (submitted but nowhere)"]),
         "saga executions": len(records.executions),
+        "payment provider requests": stack.provider.ledger.requests_received,
     }
 
-    execs_per_order = Counter(order_id_of_execution(str(e["name"])) for e in records.executions)
+    execs_per_order = Counter(_order_of(str(e["name"])) for e in records.executions)
     attempts = [stack.counter.attempts(oid) for oid in accepted_ids]
     report.attempts_worst_case = worst_case_attempts()
     report.attempts_p50 = percentile(attempts, 50)
@@ -698,6 +805,20 @@ def build_report(
             p.order_id for p in planned if p.duplicate_post_same is False
         ],
         "more than one execution": [oid for oid, n in execs_per_order.items() if n > 1],
+        # F01: a reused key with another body must be refused, never answered with the
+        # first order's 202 (the client would believe its second order was placed).
+        "reused key, different body, accepted": [
+            p.order_id for p in planned if p.reuse_status is not None and p.reuse_status < 300
+        ],
+        # F07: a hung dependency held an invocation until the platform killed it.
+        "killed at the function timeout": [f"invocation {n + 1}" for n in range(timeouts)],
+        # F01/F09: a crashed attempt must not fail its order: the retry waits out the
+        # attempt's in-progress record and replays the side effect by its key.
+        "failed behind a crashed attempt": [
+            oid
+            for oid in failed
+            if records.failure_reason.get(oid, "").startswith(IN_PROGRESS_ERROR)
+        ],
         "attempts above worst case": [
             oid
             for oid, n in zip(accepted_ids, attempts, strict=True)
@@ -721,6 +842,7 @@ def _injected(
     payment: dict[str, int],
     dropper: DbDropper,
     crasher: CrashAfterCharge | None,
+    starts: Counter[str],
 ) -> dict[str, int]:
     def with_sku_prefix(p: Planned) -> bool:
         return any(str(i["sku"]).startswith("SKU-HOT-") for i in p.body["items"])
@@ -738,6 +860,9 @@ def _injected(
         "declined card (orders)": sum(
             1 for p in planned if p.body["payment_method"] == DECLINED_CARD
         ),
+        "reused idempotency key": sum(1 for p in planned if p.reuse_status is not None),
+        "start execution throttled": starts["throttled"],
+        "undeliverable message": sum(1 for kind in poisons.values() if kind == "undeliverable"),
     }
 
 
@@ -752,7 +877,7 @@ def _random_payment_faults(stack: LocalStack, settings: ChaosSettings) -> Iterat
             unavailable_rate=settings.payment_5xx_rate,
             lost_response_rate=settings.lost_response_rate,
             timeout_rate=settings.payment_timeout_rate,
-            timeout_delay_ms=int((read_timeout_s + 0.5) * 1000),
+            timeout_delay_ms=int((settings.payment_timeout_delay_s or read_timeout_s + 0.5) * 1000),
             seed=settings.seed,
         )
     )
@@ -843,12 +968,19 @@ class _Placer:
             p.duplicate_post_same = False  # the API must use the business identity
         if p.accepted and p.duplicate:
             self._duplicate(p, token)
+        if p.accepted and p.reuse:
+            p.reuse_status, _, _ = self.client.post(token, p.key, other_order(p.body))
         if local.random() < settings.poison_rate:
             kind = POISON_KINDS[p.index % len(POISON_KINDS)]
-            marker = f"chaos-poison-{settings.seed}-{p.index}"
+            marker = f"chaos-poison-{settings.run_label}{settings.seed}-{p.index}"
             self.stack.send_raw_message(poison_body(kind, marker))
             with self.lock:
                 self.poisons[marker] = kind
+        if local.random() < settings.undeliverable_rate:
+            marker = f"{UNDELIVERABLE}{settings.run_label}{settings.seed}-{p.index}"
+            self.stack.send_raw_message(undeliverable_body(marker, p.body))
+            with self.lock:
+                self.poisons[marker] = "undeliverable"
         self.progress.add_submitted()
 
     def _duplicate(self, p: Planned, token: str) -> None:
@@ -900,12 +1032,16 @@ def run_on(
         crasher = CrashAfterCharge(stack, {p.order_id for p in planned if p.crash})
 
     watcher = _SettledWatcher(stack, [p.order_id for p in planned], progress)
+    timeouts_before = _timeouts(stack)
     cpu = _CpuMeter(_postmaster_pid(stack))
     started = time.monotonic()
     settled = False
     if crasher is not None and isinstance(stack.provider, HookedProvider):
         stack.provider.on_charge = crasher.on_charge
-    with _random_payment_faults(stack, settings):
+    with (
+        _random_payment_faults(stack, settings),
+        start_execution_faults(settings.start_throttle_rate, settings.seed) as starts,
+    ):
         dropper.start()
         watcher.start()
         try:
@@ -924,11 +1060,18 @@ def run_on(
     progress.phase = "report"
     progress.finish()
 
-    report = build_report(stack, settings, planned, poisons, settled=settled)
+    report = build_report(
+        stack,
+        settings,
+        planned,
+        poisons,
+        settled=settled,
+        timeouts=_timeouts(stack) - timeouts_before,
+    )
     report.wall_s = wall
     report.run_cpu_s = run_cpu
     report.injected = _injected(
-        planned, duplicates_sent, poisons, injected_payment, dropper, crasher
+        planned, duplicates_sent, poisons, injected_payment, dropper, crasher, starts
     )
     return report
 
@@ -961,6 +1104,7 @@ def run(settings: ChaosSettings, *, progress_stream: TextIO | None = sys.stderr)
         log_sink=discard_logs if settings.log_file is None else _FileSink(settings.log_file),
         provider=HookedProvider(),
         tracing=settings.tracing,
+        ablations=settings.ablations,
     ) as stack:
         report = run_on(stack, settings, progress_stream=progress_stream)
     # After the stack stopped, so every worker and the second moto process are accounted for.
@@ -1124,6 +1268,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the functions with Powertools Tracer on (off by default: throughput only)",
     )
+    a("--key-reuse-rate", type=float, default=d.key_reuse_rate, help="keys reused, new body")
+    a(
+        "--start-throttle-rate",
+        type=float,
+        default=d.start_throttle_rate,
+        help="share of StartExecution calls answered ThrottlingException",
+    )
+    a(
+        "--undeliverable-rate",
+        type=float,
+        default=d.undeliverable_rate,
+        help="valid messages per order whose saga can never start",
+    )
+    a(
+        "--payment-timeout-delay",
+        type=float,
+        help="seconds a payment timeout holds the answer (default: read timeout + 0.5 s)",
+    )
+    a(
+        "--without",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="switch a containment off, e.g. F09-provider-idempotency-key, or `all`"
+        " (repeatable; the keys: `make compare` or devstack/ablations.py)",
+    )
     a("--log-file", type=Path, help="write every function log line here (slower)")
     a("--quiet", action="store_true", help="no progress line")
 
@@ -1146,6 +1316,11 @@ def main(args: argparse.Namespace) -> int:
         settle_timeout_s=args.settle_timeout,
         tracing=args.tracing,
         log_file=args.log_file,
+        key_reuse_rate=args.key_reuse_rate,
+        start_throttle_rate=args.start_throttle_rate,
+        undeliverable_rate=args.undeliverable_rate,
+        payment_timeout_delay_s=args.payment_timeout_delay,
+        ablations=ablations.parse(args.without),
     )
     report = run(settings, progress_stream=None if args.quiet else sys.stderr)
     print(report.render(), flush=True)

@@ -33,6 +33,8 @@ DIFFERENCES: Final[Mapping[str, str]] = MappingProxyType(
         "moto-throughput-shortcuts": "moto is made faster without changing its answers",
         "dynamodb-own-process": "DynamoDB is served by a second moto server in its own process",
         "tracing-off": "Powertools Tracer off in the workers (chaos run default)",
+        "ablation": "a containment switched off on purpose (chaos --without, make compare) to "
+        "show the failure it contains",
     }
 )
 _TAG = re.compile(r"\[aws-fidelity: ([a-z0-9-]+)\]")

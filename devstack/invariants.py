@@ -36,13 +36,15 @@ class Records:
     refunds: Sequence[Refund]
     executions: Sequence[Mapping[str, Any]]  # Step Functions list_executions entries
     dead_letters: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    failure_reason: Mapping[str, str] = field(default_factory=dict)  # FAILED order -> why
 
     @classmethod
     def read(cls, stack: LocalStack) -> Records:
         """PostgreSQL, the ledger, the executions and every DLQ of a settled stack."""
         with stack.db() as conn:
             orders = conn.execute(
-                "SELECT order_id::text, status, coalesce(amount_cents, 0) FROM orders"
+                "SELECT order_id::text, status, coalesce(amount_cents, 0), failure_reason"
+                " FROM orders"
             ).fetchall()
             held = conn.execute(
                 "SELECT order_id::text, sum(quantity) FROM reservations"
@@ -65,6 +67,7 @@ class Records:
             refunds=ledger.refunds,
             executions=stack.executions(),
             dead_letters=dead_letters(stack),
+            failure_reason={str(r[0]): str(r[3]) for r in orders if r[3] is not None},
         )
 
     # derived facts

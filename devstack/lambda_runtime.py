@@ -351,6 +351,11 @@ class FunctionPool:
         """Environments waiting for an invocation (diagnostics)."""
         return self._idle.qsize()
 
+    @property
+    def busy(self) -> int:
+        """Environments handling an invocation right now."""
+        return len(self._workers) - self._idle.qsize()
+
     def warm_up(self, count: int = 1) -> None:
         with self._checkout(fresh=min(count, self.size)) as batch:
             for worker in batch:
@@ -363,6 +368,12 @@ class FunctionPool:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+    def reset_workers(self) -> None:
+        """Forget the (stopped) environments: the next ones start with ``self.config``."""
+        with self._lock:
+            self._workers = []
+            self._idle = queue.LifoQueue()
 
     @contextlib.contextmanager
     def _checkout(self, fresh: int = 0) -> Iterator[list[FunctionWorker]]:
@@ -457,6 +468,12 @@ def _worker_main(argv: list[str]) -> int:
         from devstack.call_recorder import install_from_environment
 
         install_from_environment()
+    # Issue 11: a containment switched off for this run (devstack/ablations.py), patched before
+    # the handler module binds the names it uses.
+    if os.environ.get("DEVSTACK_ABLATIONS"):
+        from devstack.ablations import install_from_environment as install_ablations
+
+        install_ablations()
 
     try:
         handler = _load_handler(os.environ["_HANDLER"])

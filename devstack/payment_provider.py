@@ -487,6 +487,9 @@ class PaymentProvider:
         self.api_key = api_key
         self.ledger = Ledger()
         self.faults = Faults()
+        # Stricter than most real providers (where the key is optional), so a client that
+        # forgets it fails here. The F09 ablation turns it off (devstack/ablations.py).
+        self.require_idempotency_key = True
         self._address = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -587,6 +590,8 @@ class PaymentProvider:
             raise _ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", method)
 
         key = headers.get("Idempotency-Key", "")
+        if not key and not self.require_idempotency_key:
+            key = f"none-{secrets.token_hex(8)}"  # no key: every request is a new one
         if not key:
             raise _ApiError(
                 HTTPStatus.BAD_REQUEST, "idempotency_key_required", "Idempotency-Key required"

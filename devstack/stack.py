@@ -86,6 +86,10 @@ class InvocationCounter:
         with self._lock:
             return sum(self.by_order.get(order_id, Counter()).values())
 
+    def clear(self) -> None:
+        with self._lock:
+            self.by_order.clear()
+
 
 def _order_id_of(event: Any) -> str | None:
     if isinstance(event, dict):
@@ -123,6 +127,7 @@ class LocalStack:
         call_log_dir: Path | None = None,
         provider: PaymentProvider | None = None,
         tracing: bool = True,
+        ablations: frozenset[str] = frozenset(),
     ) -> None:
         self.template = CfnTemplate.load(str(cdk_out), stack_name)
         # False: the workers run with Powertools Tracer disabled (devstack.aws TRACING_OFF_ENV;
@@ -154,6 +159,11 @@ class LocalStack:
         self.gateway: LocalApiGateway | None = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
+        # Issue 11: containments switched off for this run (devstack/ablations.py).
+        self._requested_ablations = ablations
+        self.ablations: frozenset[str] = frozenset()
+        self._hardened: dict[str, Any] = {}  # what apply_ablations switches back to
+        self._tokens: dict[str, str] = {}
 
     # lifecycle
 
@@ -222,6 +232,8 @@ class LocalStack:
         self._migrate_and_seed()
         self._start_intake()
         self._start_gateway(self.api_port)
+        if self._requested_ablations:
+            self.apply_ablations(self._requested_ablations)
         self.say(f"local stack ready in {time.monotonic() - started:.1f} s")
 
     def stop(self) -> None:
@@ -274,6 +286,135 @@ class LocalStack:
         _, resources = self._aws()
         fn = resources.function(handler_module)
         return CountingInvoker(fn.logical_id, self.pools[fn.logical_id], self.counter)
+
+    # issue 11: switching containments off and on, and a clean slate between runs
+
+    def apply_ablations(self, keys: frozenset[str]) -> None:
+        """Switch exactly ``keys`` off (devstack/ablations.py) and every other one back on.
+
+        Workers of a function whose patches change are stopped; the next invocation starts
+        them with the new ``DEVSTACK_ABLATIONS`` (a cold start). Call it on a settled stack."""
+        from devstack import ablations as abl
+
+        keys = abl.parse(keys)
+        _, resources = self._aws()
+        if not self._hardened:
+            self._remember_hardened()
+        for logical_id, pool in self.pools.items():
+            fn = resources.functions[logical_id]
+            module = fn.config.handler.rsplit(".", 2)[-2]
+            wanted = ",".join(sorted(abl.worker_keys(keys, module)))
+            env = dict(pool.config.environment)
+            if env.get(abl.ABLATIONS_ENV, "") == wanted:
+                continue
+            env.pop(abl.ABLATIONS_ENV, None)
+            if wanted:
+                env[abl.ABLATIONS_ENV] = wanted
+            pool.stop()
+            pool.config = replace(pool.config, environment=env)
+            pool.reset_workers()
+        sfn = self._client("stepfunctions")
+        definition = abl.ablate_definition(self._hardened["definition"], keys)
+        sfn.update_state_machine(stateMachineArn=resources.state_machine_arn, definition=definition)
+        redrive = "" if "F02-orders-dlq" in keys else self._hardened["redrive"]
+        self._client("sqs").set_queue_attributes(
+            QueueUrl=resources.orders_queue_url, Attributes={"RedrivePolicy": redrive}
+        )
+        if self.poller is not None:
+            self.poller.report_batch_item_failures = (
+                self._hardened["partial_batch"] and "F02-partial-batch-response" not in keys
+            )
+        with self.db() as conn:
+            conn.execute(
+                "ALTER TABLE inventory DROP CONSTRAINT IF EXISTS inventory_available_check"
+            )
+            if "F10-stock-guards" not in keys:
+                # NOT VALID: rows an ablated run drove negative stay until the next reset
+                # re-seeds the table; every new write is checked again at once.
+                conn.execute(
+                    "ALTER TABLE inventory ADD CONSTRAINT inventory_available_check"
+                    " CHECK (available >= 0) NOT VALID"
+                )
+        # A provider that takes requests without a key, as most real ones do.
+        self.provider.require_idempotency_key = "F09-provider-idempotency-key" not in keys
+        self.ablations = keys
+        for key in sorted(keys):
+            announce(
+                self.say,
+                "ablation",
+                f"containment switched off for this run: {key} ({abl.BY_KEY[key].containment})",
+            )
+
+    def _remember_hardened(self) -> None:
+        _, resources = self._aws()
+        self._hardened["definition"] = self._client("stepfunctions").describe_state_machine(
+            stateMachineArn=resources.state_machine_arn
+        )["definition"]
+        attrs = self._client("sqs").get_queue_attributes(
+            QueueUrl=resources.orders_queue_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"]
+        self._hardened["redrive"] = attrs.get("RedrivePolicy", "")
+        self._hardened["partial_batch"] = bool(
+            self.poller is not None and self.poller.report_batch_item_failures
+        )
+
+    def reset_for_run(self, catalogue: tuple[tuple[str, str, int, int], ...]) -> None:
+        """A clean slate for the next run on this stack (``make compare``): no order, charge,
+        queued message or running execution of the last run; ``catalogue`` seeded afresh.
+        Idempotency records stay: each run's keys, and so its order ids, are its own."""
+        _, resources = self._aws()
+        sfn = self._client("stepfunctions")
+        for execution in self.running_executions():
+            sfn.stop_execution(executionArn=execution["executionArn"])
+        # A stopped execution's task in flight still finishes (and may still charge): wait
+        # for every environment to be idle before the ledger and tables are emptied.
+        deadline = time.monotonic() + 60
+        while any(pool.busy for pool in self.pools.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("function environments still busy after 60 s")
+            time.sleep(0.2)
+        urls = {
+            resources.orders_queue_url,
+            resources.orders_dlq_url,
+            resources.intake_dlq_url,
+            resources.needs_attention_queue_url,
+        }
+        for url in urls - {None}:
+            self._empty_queue(str(url))
+        with self.db() as conn:
+            conn.execute("TRUNCATE order_events, payments, reservations, orders")
+            conn.execute("DELETE FROM inventory")
+            conn.cursor().executemany(
+                "INSERT INTO inventory (sku, name, unit_price_cents, available)"
+                " VALUES (%s, %s, %s, %s)",
+                catalogue,
+            )
+        self.catalogue = catalogue
+        self.provider.ledger.reset()
+        self.provider.faults.reset()
+        self.counter.clear()
+
+    def _empty_queue(self, queue_url: str, timeout_s: float = 30.0) -> None:
+        """Delete every message (PurgeQueue is allowed once a minute; runs are shorter)."""
+        sqs = self._client("sqs")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+            ).get("Messages", [])
+            if batch:
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(batch)
+                    ],
+                )
+            elif self._holds_all(queue_url, 0):
+                return
+            else:
+                time.sleep(0.1)
+        raise TimeoutError(f"{queue_url} still holds messages after {timeout_s} s")
 
     def _migrate_and_seed(self) -> None:
         # The deployed stack runs Migrate through a CDK trigger; here we invoke the same
@@ -353,8 +494,12 @@ class LocalStack:
         return self.gateway.base_url
 
     def customer_token(self, username: str) -> str:
+        """An Id token of the local pool's user ``username``, created on first use (runs that
+        share the stack share their customers)."""
         aws, _ = self._aws()
-        return aws.create_demo_customer(username)
+        if username not in self._tokens:
+            self._tokens[username] = aws.create_demo_customer(username)
+        return self._tokens[username]
 
     def send_raw_message(self, body: str) -> None:
         """Put a message straight on the orders queue, as another producer (or a bug) would."""

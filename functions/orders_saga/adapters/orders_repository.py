@@ -18,6 +18,14 @@ from orders_saga.models import Order, OrderRecord, Reservation, ReservedLine
 
 TERMINAL_STATUSES = ("CONFIRMED", "FAILED")
 
+# F10: the condition makes a racing reservation take nothing instead of overselling; the
+# inventory CHECK (available >= 0) is the second guard. One statement, so the local run can
+# show what each guard is worth (devstack/ablations.py).
+TAKE_STOCK = (
+    "UPDATE inventory SET available = available - %(quantity)s"
+    " WHERE sku = %(sku)s AND available >= %(quantity)s RETURNING unit_price_cents"
+)
+
 
 @dataclass(frozen=True)
 class PaymentRecord:
@@ -104,11 +112,7 @@ def reserve_inventory(conn: psycopg.Connection, order: Order) -> Reservation:
         wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
     lines: list[ReservedLine] = []
     for sku in sorted(wanted):
-        row = conn.execute(
-            "UPDATE inventory SET available = available - %s"
-            " WHERE sku = %s AND available >= %s RETURNING unit_price_cents",
-            (wanted[sku], sku, wanted[sku]),
-        ).fetchone()
+        row = conn.execute(TAKE_STOCK, {"sku": sku, "quantity": wanted[sku]}).fetchone()
         if row is None:
             raise OutOfStock(f"not enough stock for {sku} (wanted {wanted[sku]})")
         lines.append(ReservedLine(sku=sku, quantity=wanted[sku], unit_price_cents=row[0]))
