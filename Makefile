@@ -10,11 +10,12 @@ export UV_PYTHON_DOWNLOADS := never
 # Synth and tests never use real AWS: no credentials, no profile, no lookups.
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
 
-.PHONY: help bootstrap demo chaos serve synth synth-dev lint cfn-lint test clean preflight
+.PHONY: help bootstrap demo chaos compare serve synth synth-dev lint cfn-lint test clean preflight
 
 help:
 	@echo "make demo   - run the whole saga locally and print the invariant report"
 	@echo "make chaos  - ORDERS (default 1000) orders with injected faults, then the invariants"
+	@echo "make compare - each containment switched off, side by side with the hardened run"
 	@echo "make serve  - keep the local stack up with the API on 127.0.0.1"
 	@echo "make test   - ruff, mypy, offline cdk synth, cfn-lint, pytest (what CI runs)"
 	@echo "make preflight STAGE=prod - read-only checks of your AWS account before cdk deploy"
@@ -37,6 +38,11 @@ ORDERS ?= 1000
 CHAOS_FLAGS ?=
 chaos: synth-dev
 	$(OFFLINE) $(VENV)/python -m devstack chaos --orders $(ORDERS) $(CHAOS_FLAGS)
+
+# Writes docs/ablations.{md,png,json}; COMPARE_FLAGS="--orders 30 --only F09-provider-idempotency-key".
+COMPARE_FLAGS ?= --write
+compare: synth-dev
+	$(OFFLINE) $(VENV)/python -m devstack compare $(COMPARE_FLAGS)
 
 PORT ?= 8080
 serve: synth-dev

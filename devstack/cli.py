@@ -1,5 +1,6 @@
 """Command line of the local stack: ``demo`` (the batch and its report), ``chaos`` (many
-orders with injected faults, and the invariant report) and ``serve``."""
+orders with injected faults, and the invariant report), ``compare`` (each containment
+switched off against the hardened stack) and ``serve``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(
         sub.add_parser("chaos", help="many orders with injected faults, then the invariants")
     )
+    sub.add_parser(
+        "compare",
+        help="each containment switched off against the hardened stack (see --help)",
+        add_help=False,
+    )
     serve = sub.add_parser("serve", help="keep the local stack up with the API on 127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "compare":
+        from devstack.compare import main as compare
+
+        return compare(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "demo":
         from devstack.demo import main as demo
 
