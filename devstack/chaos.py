@@ -344,9 +344,14 @@ def start_execution_faults(rate: float, seed: int) -> Iterator[Counter[str]]:
     lock = threading.Lock()
     original = StepFunctionsParserBackend.start_execution
 
-    def start_execution(self: Any, *args: Any, **kwargs: Any) -> Any:
-        execution_input = str(kwargs.get("execution_input") or (args[2:3] or [""])[0])
-        if UNDELIVERABLE in execution_input:
+    def start_execution(
+        self: Any,
+        state_machine_arn: str,
+        name: Any = None,
+        execution_input: Any = None,
+        trace_header: Any = None,
+    ) -> Any:
+        if UNDELIVERABLE in str(execution_input or ""):
             with lock:
                 counts["undeliverable"] += 1
             raise InvalidExecutionInput("the local stack refuses this order (undeliverable)")
@@ -355,7 +360,7 @@ def start_execution_faults(rate: float, seed: int) -> Iterator[Counter[str]]:
             counts["throttled"] += throttled
         if throttled:
             raise _Throttled("Rate exceeded")
-        return original(self, *args, **kwargs)
+        return original(self, state_machine_arn, name, execution_input, trace_header)
 
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
     try:

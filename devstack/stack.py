@@ -112,6 +112,16 @@ class CountingInvoker:
         return self.inner.invoke(event, invoked_function_arn=invoked_function_arn)
 
 
+def _seed_inventory(
+    conn: psycopg.Connection, catalogue: tuple[tuple[str, str, int, int], ...]
+) -> None:
+    conn.cursor().executemany(
+        "INSERT INTO inventory (sku, name, unit_price_cents, available)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
+        catalogue,
+    )
+
+
 class LocalStack:
     def __init__(
         self,
@@ -384,11 +394,7 @@ class LocalStack:
         with self.db() as conn:
             conn.execute("TRUNCATE order_events, payments, reservations, orders")
             conn.execute("DELETE FROM inventory")
-            conn.cursor().executemany(
-                "INSERT INTO inventory (sku, name, unit_price_cents, available)"
-                " VALUES (%s, %s, %s, %s)",
-                catalogue,
-            )
+            _seed_inventory(conn, catalogue)
         self.catalogue = catalogue
         self.provider.ledger.reset()
         self.provider.faults.reset()
@@ -438,11 +444,7 @@ class LocalStack:
                         sql.Identifier(user), sql.Literal(self._app_password)
                     )
                 )
-            conn.cursor().executemany(
-                "INSERT INTO inventory (sku, name, unit_price_cents, available)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
-                self.catalogue,
-            )
+            _seed_inventory(conn, self.catalogue)
 
     def _start_intake(self) -> None:
         _, resources = self._aws()
