@@ -85,15 +85,6 @@ def _only(**faults: Any) -> Mapping[str, Any]:
 
 ABLATIONS: Final[tuple[Ablation, ...]] = (
     Ablation(
-        "F01-step-idempotency",
-        "Powertools idempotency around each saga step (stored result, in-progress record)",
-        "",
-        _only(crash_after_side_effect_rate=0.2, lost_response_rate=0.2, payment_5xx_rate=0.1),
-        functions=SAGA_STEPS,
-        argued="the provider's Idempotency-Key and the order-row lock with the existing-row "
-        "checks make every step's side effects idempotent on their own",
-    ),
-    Ablation(
         "F01-api-idempotency",
         "the API's Powertools idempotency on (customer, Idempotency-Key)",
         "reused key, different body, accepted",
@@ -106,7 +97,8 @@ ABLATIONS: Final[tuple[Ablation, ...]] = (
         "",
         _only(duplicate_rate=0.5),
         functions=("intake",),
-        argued="the execution name from the order id refuses the second StartExecution",
+        argued="the execution name from the order id refuses the second StartExecution "
+        "(its payload check is proven apart: ADR 0012)",
     ),
     Ablation(
         "F01-execution-name",
@@ -122,13 +114,6 @@ ABLATIONS: Final[tuple[Ablation, ...]] = (
         "double-charged",
         _only(lost_response_rate=0.3, crash_after_side_effect_rate=0.1),
         functions=PAYMENT_STEPS,
-    ),
-    Ablation(
-        "F01-crashed-attempt-wait-out",
-        "the saga step's wait for a crashed attempt's in-progress record to expire",
-        "failed behind a crashed attempt",
-        _only(crash_after_side_effect_rate=0.25),
-        functions=SAGA_STEPS,
     ),
     Ablation(
         "F10-stock-guards",
@@ -147,10 +132,10 @@ ABLATIONS: Final[tuple[Ablation, ...]] = (
     ),
     Ablation(
         "F01-payload-validation",
-        "payload validation on a reused idempotency key (API, intake, steps)",
+        "payload validation on a reused idempotency key (API, intake)",
         "reused key, different body, accepted",
         _only(key_reuse_rate=0.3),
-        functions=("api", "intake", *SAGA_STEPS),
+        functions=("api", "intake"),
     ),
     Ablation(
         "F02-partial-batch-response",
@@ -284,8 +269,8 @@ def ablate_definition(definition: str, keys: Iterable[str]) -> str:
 def install_from_environment() -> frozenset[str]:
     """Apply ``DEVSTACK_ABLATIONS`` in a function worker, before the handler is imported."""
     keys = parse(k for k in os.environ.get(ABLATIONS_ENV, "").split(",") if k)
-    # In the table's order: the idempotency patches rebind what the step, API and intake
-    # modules import, so they come before any patch that imports those modules.
+    # In the table's order: the idempotency patches rebind what the API and intake modules
+    # import, so they come before any patch that imports those modules.
     for key, patch in _WORKER_PATCHES.items():
         if key in keys:
             patch()
@@ -344,15 +329,6 @@ def _no_provider_idempotency_key() -> None:
     HttpPaymentGateway._headers = _headers  # type: ignore[method-assign]
 
 
-def _no_wait_out() -> None:
-    from orders_saga.handlers import _saga_task
-
-    def run_once(step: Any, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return step(state=event)  # type: ignore[no-any-return]
-
-    _saga_task._run_outlasting_a_crashed_attempt = run_once
-
-
 def _unconditional_stock_update() -> None:
     from orders_saga.adapters import orders_repository
 
@@ -387,12 +363,10 @@ def _no_payment_timeouts() -> None:
 _WORKER_PATCHES: Final[Mapping[str, Callable[[], None]]] = MappingProxyType(
     {
         "F01-payload-validation": _without_payload_validation,
-        "F01-step-idempotency": _without_idempotency(frozenset(SAGA_STEPS)),
         "F01-api-idempotency": _without_idempotency(frozenset({"place_order"})),
         "F01-intake-idempotency": _without_idempotency(frozenset({"start_saga"})),
         "F01-execution-name": _fresh_execution_names,
         "F09-provider-idempotency-key": _no_provider_idempotency_key,
-        "F01-crashed-attempt-wait-out": _no_wait_out,
         "F10-stock-guards": _unconditional_stock_update,
         "F19-circuit-breaker": _no_circuit_breaker,
         "F07-per-call-timeouts": _no_payment_timeouts,

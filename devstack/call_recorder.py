@@ -14,7 +14,8 @@ API call to ``<dir>/<function>.<pid>.calls.jsonl``:
   TableName, stateMachineArn, SecretId, FunctionName + Qualifier) or, for CodeDeploy's
   deployment calls, from the deployment group that ``GetDeployment`` answered. ``None`` when it
   cannot be known: an evaluator must then demand a grant on ``*`` (fail closed).
-- ``generate_db_auth_token`` makes no API call but is authorized as ``rds-db:connect`` on the
+- An RDS IAM token (``orders_saga.adapters.rds_iam.auth_token``, or an RDS client's
+  ``generate_db_auth_token``) makes no API call but is authorized as ``rds-db:connect`` on the
   proxy's database user; it is recorded with the host and user it signed for, because the
   proxy's resource id (what the ARN needs) is not part of its host name.
 
@@ -283,11 +284,12 @@ def _signing_name(model: Any) -> str:
 
 _installed: CallRecorder | None = None
 _real_create_client: Callable[..., Any] | None = None
+_real_auth_token: Callable[..., str] | None = None
 
 
 def install(recorder: CallRecorder) -> CallRecorder:
     """Attach ``recorder`` to every botocore client created from now on, in any session."""
-    global _installed, _real_create_client
+    global _installed, _real_create_client, _real_auth_token  # noqa: PLW0603 - undone by uninstall
     if _installed is not None:
         raise RuntimeError("a call recorder is already installed in this process")
     real = botocore.session.Session.create_client
@@ -299,16 +301,46 @@ def install(recorder: CallRecorder) -> CallRecorder:
 
     botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
     _installed, _real_create_client = recorder, real
+    _real_auth_token = _record_db_auth_tokens(recorder)
     return recorder
 
 
+def _record_db_auth_tokens(recorder: CallRecorder) -> Callable[..., str] | None:
+    """The functions sign their RDS IAM tokens without an RDS client: record those too.
+    Returns the real signer, for ``uninstall``."""
+    try:
+        from orders_saga.adapters import rds_iam
+    except ImportError:  # not a function process (no functions/ on sys.path)
+        return None
+    real: Callable[..., str] = rds_iam.auth_token
+
+    def auth_token(*, host: str, port: int, user: str, region: str) -> str:
+        recorder.record(
+            RecordedCall(
+                recorder.function,
+                "rds-db:connect",
+                None,  # the ARN needs the proxy's resource id, which the host does not carry
+                region,
+                {"db_host": host, "db_port": str(port), "db_user": user},
+            )
+        )
+        return real(host=host, port=port, user=user, region=region)
+
+    rds_iam.auth_token = auth_token
+    return real
+
+
 def uninstall() -> None:
-    global _installed, _real_create_client
+    global _installed, _real_create_client, _real_auth_token
     if _real_create_client is not None:
         botocore.session.Session.create_client = _real_create_client  # type: ignore[method-assign]
+    if _real_auth_token is not None:
+        from orders_saga.adapters import rds_iam
+
+        rds_iam.auth_token = _real_auth_token
     if _installed is not None:
         _installed.close()
-    _installed, _real_create_client = None, None
+    _installed, _real_create_client, _real_auth_token = None, None, None
 
 
 def install_from_environment() -> CallRecorder | None:

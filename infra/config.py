@@ -334,7 +334,12 @@ class StageConfig:
     deployment: DeploymentSettings  # F12: canary (prod) or all-at-once, rollback alarms
     log_retention: logs.RetentionDays
     log_level: str
-    monthly_budget_usd: int  # F05/F22
+    # F05/F22: the AWS Budgets limit. Derived, not guessed: (fixed monthly cost of the
+    # synthesized template + expected_monthly_orders x cost per order) x headroom, rounded up
+    # (benchmarks/cost.py; tests/benchmarks/test_cost.py fails when the two drift). Recompute
+    # with `python -m benchmarks.cost --stage <stage>` after changing what deploys or the volume.
+    monthly_budget_usd: int
+    expected_monthly_orders: int  # the order volume the budget is derived for
     tags: Mapping[str, str]
     idempotency_ttl_s: int = 24 * 3600  # F01: client retries within a day are deduplicated
     aws_sdk: AwsSdkSettings = field(default_factory=AwsSdkSettings)
@@ -556,9 +561,10 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             ),
             log_retention=logs.RetentionDays.TWO_WEEKS,
             log_level="DEBUG",
-            # Above the stage's idle cost (~$110/month: NAT, RDS, proxy, WAF, alarms; README
-            # "What it costs idle"), so the alarm means traffic or a runaway, not standing still.
-            monthly_budget_usd=150,
+            # `python -m benchmarks.cost --stage dev`: 10k test orders on top of the idle cost
+            # (NAT, RDS, proxy, WAF, alarms), so the alarm means a runaway, not standing still.
+            monthly_budget_usd=200,
+            expected_monthly_orders=10_000,
             alarms=AlarmThresholds(),
             alarm_emails=(),  # dev pages nobody; alarms are on the dashboard
             tags=_tags("dev"),
@@ -612,7 +618,9 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             ),
             log_retention=logs.RetentionDays.THREE_MONTHS,
             log_level="INFO",
+            # `python -m benchmarks.cost --stage prod`: the stage's fixed cost plus 1M orders.
             monthly_budget_usd=1500,
+            expected_monthly_orders=1_000_000,
             # Counts scale with prod's traffic (10x dev's throttle); rates and fractions do not.
             alarms=AlarmThresholds(
                 duplicates_suppressed=100,

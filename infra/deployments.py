@@ -4,7 +4,7 @@ A new version (CDK's `current_version` changes with the code or configuration) u
 function's `live` alias; the alias' `CodeDeployLambdaAliasUpdate` update policy hands that
 update to the function's deployment group, which then
 1. invokes the shared `PreTrafficHook` (BeforeAllowTraffic): it runs the new version's
-   health-check branch and reports Succeeded/Failed (logic/health_check.py);
+   health-check branch and reports Succeeded/Failed (logic/pre_traffic_check.py);
 2. shifts traffic as the stage says (`config.deployment.traffic_shifting`: a 10 % canary for
    5 minutes in prod, all at once in dev);
 3. rolls the alias back to the previous version when the deployment fails, is stopped, or

@@ -81,13 +81,11 @@ COMPENSATION_ERROR_PATH: Final = "$.compensation_error"
 BUSINESS_ERRORS: Final = ("OutOfStock", "PaymentDeclined")
 
 # Errors worth another attempt. The function code raises TransientError for dependency
-# failures (including an open circuit breaker, F19) and Powertools raises
-# IdempotencyAlreadyInProgressError while an overlapping attempt holds the record (F01, F10).
+# failures (including an open circuit breaker, F19).
 # The Lambda.* names are the service-side failures LambdaInvoke would otherwise retry on its
 # own without jitter (hence retry_on_service_exceptions=False below, F03).
 TRANSIENT_ERRORS: Final = (
     "TransientError",
-    "IdempotencyAlreadyInProgressError",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",

@@ -82,8 +82,15 @@ class OrdersSagaStack(cdk.Stack):
         }
 
         def db_function(
-            name: str, extra: dict[str, str] | None = None, *, provisioned_concurrency: int = 0
+            name: str,
+            extra: dict[str, str] | None = None,
+            *,
+            idempotent: bool,
+            provisioned_concurrency: int = 0,
         ) -> HardenedFunction:
+            """``idempotent``: keeps Powertools idempotency records (Api, Intake). The saga
+            steps do not: their side effects are idempotent underneath (ADR 0012), so they get
+            neither the table nor its grant (F20)."""
             fn = HardenedFunction(
                 self,
                 name,
@@ -91,11 +98,16 @@ class OrdersSagaStack(cdk.Stack):
                 assets=assets,
                 vpc=vpc,
                 vpc_subnets=FUNCTION_SUBNETS,
-                environment={**idempotency_env, **database.environment(), **(extra or {})},
+                environment={
+                    **(idempotency_env if idempotent else {}),
+                    **database.environment(),
+                    **(extra or {}),
+                },
                 provisioned_concurrency=provisioned_concurrency,
             )
             database.grant_connect(fn)
-            idempotency.table.grant(fn.function, *IDEMPOTENCY_ACTIONS)
+            if idempotent:
+                idempotency.table.grant(fn.function, *IDEMPOTENCY_ACTIONS)
             return fn
 
         # Api: DynamoDB idempotency, PostgreSQL, orders queue. F04: warm environments behind
@@ -103,6 +115,7 @@ class OrdersSagaStack(cdk.Stack):
         api_fn = db_function(
             "Api",
             {"ORDERS_QUEUE_URL": queues.orders_queue.queue_url},
+            idempotent=True,
             provisioned_concurrency=config.api.provisioned_concurrency,
         )
         # F20: SendMessage only. grant_send_messages adds GetQueueAttributes and GetQueueUrl,
@@ -112,13 +125,17 @@ class OrdersSagaStack(cdk.Stack):
 
         # Intake: records the order row when the message did not come through the API
         # (ADR 0004), so it is a database user like the steps.
-        intake_fn = db_function("Intake", {"INTAKE_DLQ_URL": queues.orders_dlq.queue_url})
+        intake_fn = db_function(
+            "Intake", {"INTAKE_DLQ_URL": queues.orders_dlq.queue_url}, idempotent=True
+        )
         queues.orders_dlq.grant(intake_fn.function, "sqs:SendMessage")  # F20, as for Api
         connect_intake(intake_fn, queues.orders_queue, config=config)
 
         steps: dict[str, HardenedFunction] = {}
         for name in SAGA_STEPS:
-            steps[name] = db_function(name, payment_env if name in PAYMENT_STEPS else None)
+            steps[name] = db_function(
+                name, payment_env if name in PAYMENT_STEPS else None, idempotent=False
+            )
             if name in PAYMENT_STEPS:
                 # F20: GetSecretValue only (grant_read adds DescribeSecret, never called).
                 iam.Grant.add_to_principal(

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = leaf(
         saga_cmds,
         "show",
-        "execution, idempotency records and database rows of one order",
+        "execution, the intake's idempotency record and database rows of one order",
     )
     show.add_argument("order_id")
     saga_redrive = leaf(saga_cmds, "redrive", "redrive a stopped execution", SAGA_REDRIVE_HELP)

@@ -1,12 +1,13 @@
 """Read an order's idempotency records by their exact keys (no table scan).
 
-The functions key every record on the order id with the step as Powertools' ``key_prefix``
-(``orders_saga/logic/intake.py``, ``logic/saga_steps.py``). Powertools stores
-``<key_prefix>#<md5 of the JSON-encoded key value>``; the key value is the order id string.
-``tests/ops/test_idempotency_keys.py`` checks both the prefixes and the hash against the
-function code and Powertools, so a rename there fails the suite instead of this lookup.
-The Api's ``place_order`` record is keyed on (customer, Idempotency-Key header), which the
-order id cannot give back, so it is not listed.
+Two layers keep Powertools records (ADR 0012): the Api's ``place_order`` and the Intake's
+``start_saga``; the saga steps keep none, their side effects are idempotent underneath (the
+order-row lock, the provider Idempotency-Key). Only ``start_saga`` is keyed on the order id
+(``orders_saga/logic/intake.py``): Powertools stores ``<key_prefix>#<md5 of the JSON-encoded
+key value>``, and the key value is the order id string. ``place_order`` is keyed on
+(customer, Idempotency-Key header), which the order id cannot give back, so it is not listed.
+``tests/ops/test_idempotency_keys.py`` checks the prefixes and the hash against the function
+code and Powertools, so a rename or a new layer there fails the suite instead of this lookup.
 """
 
 from __future__ import annotations
@@ -24,20 +25,11 @@ from ops.masking import mask_body
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef
 
-# In the order the saga reaches them.
-KEY_PREFIXES: Final = (
-    "start_saga",
-    "reserve_inventory",
-    "take_payment",
-    "confirm_order",
-    "refund_payment",
-    "release_inventory",
-    "mark_order_failed",
-)
-# BatchGetItem can hand keys back under load; retried a bounded number of times (F03).
-MAX_BATCH_ATTEMPTS: Final = 3
+# The layers keyed on the order id, in the order an order reaches them.
+KEY_PREFIXES: Final = ("start_saga",)
+# Layers that keep records but cannot be looked up from an order id (see above).
+NOT_KEYED_ON_ORDER_ID: Final = frozenset({"place_order"})
 
 
 def idempotency_key(prefix: str, order_id: str) -> str:
@@ -49,30 +41,25 @@ def idempotency_key(prefix: str, order_id: str) -> str:
 
 
 def load_records(dynamodb: DynamoDBClient, table: str, order_id: str) -> list[dict[str, Any]]:
-    keys = {idempotency_key(prefix, order_id): prefix for prefix in KEY_PREFIXES}
-    request: dict[str, KeysAndAttributesTypeDef] = {
-        table: {"Keys": [{"id": {"S": key}} for key in keys], "ConsistentRead": True}
-    }
-    items: list[dict[str, Any]] = []
-    for _ in range(MAX_BATCH_ATTEMPTS):
+    now = datetime.now(tz=UTC)
+    records: list[dict[str, Any]] = []
+    for prefix in KEY_PREFIXES:
+        key = idempotency_key(prefix, order_id)
         try:
-            response = dynamodb.batch_get_item(RequestItems=request)
+            response = dynamodb.get_item(
+                TableName=table, Key={"id": {"S": key}}, ConsistentRead=True
+            )
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
                 raise NotFound(f"idempotency table not found: {table}") from error
             raise
-        items.extend(response.get("Responses", {}).get(table, []))
-        unprocessed = response.get("UnprocessedKeys", {})
-        if not unprocessed:
-            break
-        request = dict(unprocessed)  # type: ignore[arg-type]
-    now = datetime.now(tz=UTC)
-    records = [_record(item, keys, now) for item in items]
-    return sorted(records, key=lambda r: KEY_PREFIXES.index(r["step"]))
+        item = response.get("Item")
+        if item is not None:
+            records.append(_record(item, prefix, key, now))
+    return records
 
 
-def _record(item: dict[str, Any], steps: dict[str, str], now: datetime) -> dict[str, Any]:
-    key = item["id"]["S"]
+def _record(item: dict[str, Any], prefix: str, key: str, now: datetime) -> dict[str, Any]:
     expiration = _epoch(item.get("expiration"))
     status = item.get("status", {}).get("S")
     # TTL deletion lags by up to days; Powertools already treats an expired record as absent.
@@ -80,7 +67,8 @@ def _record(item: dict[str, Any], steps: dict[str, str], now: datetime) -> dict[
         status = f"{status} (expired)"
     data = item.get("data", {}).get("S")
     return {
-        "step": steps[key],
+        # "step" is the key prefix; the name stays so `saga show --json` keeps its shape.
+        "step": prefix,
         "key": key,
         "status": status,
         "expires_at": expiration,

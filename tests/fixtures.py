@@ -47,6 +47,7 @@ def reset_function_caches() -> None:
         config.payment_settings,
         aws_clients.botocore_config,
         aws_clients._client,
+        aws_clients._session,
         database.database,
         payments.payment_gateway,
         secrets._provider,

@@ -1,17 +1,21 @@
 """The one place AWS clients are built: explicit timeouts and retry budget (F03, F07).
 
-Clients are created on first use and cached for the life of the execution environment (F04).
-The idempotency persistence layers are built at import, so a handler's init creates its
-DynamoDB client (and Powertools Tracer its X-Ray client) once; no import makes a network call
-(tests/catalogue/test_f04_cold_start.py).
+Clients are created on first use and cached for the life of the execution environment (F04);
+no import makes a network call (tests/catalogue/test_f04_cold_start.py).
+
+Clients come from botocore, not boto3 (issue 12): boto3 would add s3transfer and its own
+session layer to every cold start (about 25 % of a bare ``boto3.client`` init, measured in
+docs/performance.md) for nothing we call. One botocore session serves every client, so the
+endpoint and partition data are loaded once per environment, not once per client.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 from orders_saga.config import aws_client_settings
@@ -20,7 +24,6 @@ if TYPE_CHECKING:
     from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_lambda import LambdaClient
-    from mypy_boto3_rds import RDSClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -39,9 +42,20 @@ def botocore_config() -> Config:
     )
 
 
+# A botocore session is not safe to build clients from concurrently; Lambda runs one
+# invocation at a time, but the local tools and tests share an environment across threads.
+_session_lock = threading.Lock()
+
+
+@cache
+def _session() -> botocore.session.Session:
+    return botocore.session.get_session()
+
+
 @cache
 def _client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=botocore_config())  # type: ignore[call-overload]
+    with _session_lock:
+        return _session().create_client(service, config=botocore_config())
 
 
 def dynamodb() -> DynamoDBClient:
@@ -61,11 +75,6 @@ def stepfunctions() -> SFNClient:
 
 def secretsmanager() -> SecretsManagerClient:
     client: SecretsManagerClient = _client("secretsmanager")
-    return client
-
-
-def rds() -> RDSClient:
-    client: RDSClient = _client("rds")
     return client
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
+# The bundles shipped in the code asset (ADR 0008). A plain path: Lambda runs the asset
+# unzipped, and importlib.resources would add its own imports to every cold start (F04).
+CERTS_DIR = Path(__file__).resolve().parent / "certs"
 # TLS modes that verify the server: the only ones a deployed function may use (F16).
 VERIFYING_SSLMODES = frozenset({"verify-ca", "verify-full"})
 
@@ -82,6 +84,11 @@ def aws_client_settings() -> AwsClientSettings:
     )
 
 
+def aws_region() -> str:
+    """The function's region (Lambda sets AWS_REGION), e.g. for signing an RDS IAM token."""
+    return os.environ.get("AWS_REGION") or _required("AWS_DEFAULT_REGION")
+
+
 def ca_bundle_path(value: str) -> str:
     """``DB_SSLROOTCERT``: a bundle's file name in orders_saga/certs, or an absolute path.
 
@@ -95,7 +102,7 @@ def ca_bundle_path(value: str) -> str:
         )
     path = Path(value)
     if not path.is_absolute():
-        path = Path(str(resources.files("orders_saga") / "certs" / value))
+        path = CERTS_DIR / value
     if not path.is_file():
         raise ConfigurationError(f"DB_SSLROOTCERT: no CA bundle at {path}")
     return str(path)

@@ -7,18 +7,32 @@ the intake per record, every saga step from its input.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = "orders-saga"
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# No auto-patching: Powertools would patch every library X-Ray supports, importing each one
+# (psycopg into the pre-traffic hook, botocore's client machinery into a database step) at
+# every cold start. Each handler names the libraries it calls instead (issue 12, F04).
+# PostgreSQL is not among them: the SDK's psycopg patch needs psycopg_pool, which we do not
+# use (auto-patching skipped it silently); database time shows as the step's own segment.
+tracer = Tracer(service=SERVICE, auto_patch=False)
 metrics = Metrics(namespace="OrdersSaga", service=SERVICE)
 # Issue 10, finding 5: every stage emits into the same namespace, so each business metric also
 # carries the stage (the stack sets STAGE): dev's metrics never trip prod's alarms. Read at
 # import with a default, so a module still imports with no environment set (smoke tests).
 metrics.set_default_dimensions(stage=os.environ.get("STAGE", "unset"))
+
+
+def trace_calls_to(libraries: Iterable[str]) -> None:
+    """X-Ray subsegments for the calls this function makes: "botocore" (AWS), "httplib" (the
+    payment provider, through urllib3)."""
+    modules = tuple(libraries)
+    if modules:
+        tracer.patch(modules=modules)
 
 
 def bind_order(order_id: str) -> None:

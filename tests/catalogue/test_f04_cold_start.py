@@ -8,7 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import botocore.session
 import pytest
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from benchmarks import lambda_image
 from infra.config import FUNCTION_NAMES
 from infra.functions import HANDLERS
 from tests.catalogue.templates import our_functions
@@ -56,30 +57,10 @@ try:
     importlib.import_module(sys.argv[2])
 except BaseException as exc:
     error = repr(exc)
-print(json.dumps({"network": calls, "clients": clients, "error": error}))
+print(json.dumps({
+    "network": calls, "clients": clients, "error": error, "modules": sorted(sys.modules)
+}))
 """
-
-
-def lambda_environment(name: str, function_props: Mapping[str, Any]) -> dict[str, str]:
-    """What Lambda gives the function: its template variables plus the runtime's own."""
-    env = {
-        key: value if isinstance(value, str) else f"unresolved-{key.lower()}"
-        for key, value in function_props["Environment"]["Variables"].items()
-    }
-    return {
-        **env,
-        "PATH": "/usr/bin:/bin",
-        "AWS_REGION": "eu-west-1",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "example",
-        "AWS_SESSION_TOKEN": "example",
-        "AWS_LAMBDA_FUNCTION_NAME": f"orders-saga-{name}",
-        "AWS_LAMBDA_FUNCTION_VERSION": "1",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function_props["MemorySize"]),
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-        "_HANDLER": function_props["Handler"],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +77,9 @@ def import_probes(synthesized: dict[str, Synthesized]) -> dict[str, dict[str, An
                 str(REPO_ROOT / "functions"),
                 HANDLERS[name].rsplit(".", 1)[0],
             ],
-            env=lambda_environment(name, functions[name][1]),
+            env=lambda_image.lambda_environment(
+                name, functions[name][1], task_root=str(REPO_ROOT / "functions")
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -128,6 +111,52 @@ def test_f04_importing_the_handler_makes_no_network_call(
 
     assert probe["error"] is None, probe["error"]
     assert probe["network"] == []
+
+
+DATABASE_STEPS = ("ReserveInventory", "ConfirmOrder", "ReleaseInventory", "MarkOrderFailed")
+# What a function's init must not load because its requests never use it (issue 12: measured
+# in docs/performance.md). A module is named with its package: "boto3" covers "boto3.session".
+NOT_AT_INIT = {
+    **{
+        step: (
+            # no AWS client: the RDS IAM token is a local signature (adapters/rds_iam.py).
+            # (botocore.client cannot be checked here: the probe imports botocore.session to
+            # count clients; docs/performance.md shows the module counts of a clean import.)
+            "boto3",
+            "aws_lambda_powertools.utilities.idempotency",  # no records (ADR 0012)
+            "aws_lambda_powertools.utilities.parameters",  # no secret read (IAM login)
+            "orders_saga.logic.pre_traffic_check",  # the hook's side of the health check
+        )
+        for step in DATABASE_STEPS
+    },
+    "PreTrafficHook": ("psycopg", "aws_lambda_powertools.utilities.idempotency"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_AT_INIT))
+def test_f04_a_function_loads_at_init_nothing_its_requests_do_not_use(
+    import_probes: dict[str, dict[str, Any]], name: str
+) -> None:
+    """Given a function's handler imported as Lambda's init imports it, then none of the
+    packages its requests never use is loaded: a database step builds no AWS client (its IAM
+    token is a local signature), keeps no idempotency record and reads no secret; the
+    pre-traffic hook loads no database driver.
+
+    Fails if: a shared module starts importing one of them at module level (e.g. the health
+    check importing the hook's CodeDeploy adapter, Tracer auto-patching every library, the
+    database adapter importing the secrets reader), which is how the init of every step grew
+    to twice the yardstick before issue 12.
+    """
+    loaded = set(import_probes[name]["modules"])
+
+    unwanted = [
+        module
+        for module in NOT_AT_INIT[name]
+        if module in loaded or any(m.startswith(f"{module}.") for m in loaded)
+    ]
+
+    assert import_probes[name]["error"] is None, import_probes[name]["error"]
+    assert unwanted == []
 
 
 def intake_message(schema_version: str = "2") -> str:

@@ -4,8 +4,10 @@ Two races, both on the full local stack:
 - different orders racing for the last unit of a SKU: the conditional stock update and
   ``CHECK (available >= 0)`` let exactly one win, the others fail out of stock, no oversell;
 - the same order's step racing itself in two execution environments (two worker processes,
-  as two overlapping Step Functions attempts would run): the in-progress idempotency record
-  lets one attempt do the work while the other waits for it and replays its result.
+  as two overlapping Step Functions attempts would run): both run (the steps keep no
+  idempotency record, ADR 0012); the order-row lock serialises their database writes, the
+  second finds the first one's result, and the provider deduplicates the charge or refund on
+  the order's key. Side effects happen once.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ from tests.catalogue.full_stack import (
 )
 from tests.localstack import Running
 
-WAITING = "an earlier attempt holds this step; waiting for it to expire"
-REPLAYED = "duplicate suppressed; returning the stored result"
+STEP_DONE = "saga step done"
+# Backends of this database waiting for a lock: the racers queued behind the order row.
+LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
 
 
 class StockSampler:
@@ -129,14 +135,17 @@ def received_order(running: Running) -> tuple[Order, str]:
 
 
 def race_in_two_environments(
-    running: Running, handler_module: str, state: dict[str, Any], order_id: str
-) -> list[InvokeResult]:
+    running: Running, handler_module: str, state: dict[str, Any]
+) -> tuple[list[InvokeResult], int]:
     """Invoke the step in two environments at once while the order row is locked, so both
-    attempts overlap for sure; release the lock once the second one is seen waiting."""
+    attempts overlap for sure; release the lock once both are seen queued behind it.
+    Returns the two results and how many attempts were seen waiting for the lock."""
     first, second = two_environments(running.stack, handler_module)
     results: list[InvokeResult] = []
     postgres = running.stack.postgres
     assert postgres is not None
+    order_id = state["order"]["order_id"]
+    waiting = 0
     with psycopg.connect(postgres.conninfo()) as blocker:
         blocker.execute("SELECT 1 FROM orders WHERE order_id = %s FOR UPDATE", (order_id,))
         threads = [
@@ -145,35 +154,34 @@ def race_in_two_environments(
         ]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + 4  # under the 5 s statement timeout the winner waits in
-        while time.monotonic() < deadline and not log_lines(
-            running, message=WAITING, order_id=order_id
-        ):
-            time.sleep(0.02)
-        blocker.commit()  # the winner's locked statement proceeds
+        deadline = time.monotonic() + 4  # under the 5 s statement timeout the racers wait in
+        with psycopg.connect(postgres.conninfo(), autocommit=True) as observer:
+            while time.monotonic() < deadline and waiting < 2:
+                waiting = int(observer.execute(LOCK_WAITERS).fetchone()[0])  # type: ignore[index]
+                time.sleep(0.02)
+        blocker.commit()  # the racers' locked statements proceed, one after the other
     for thread in threads:
         thread.join(timeout=30)
-    return results
+    return results, waiting
 
 
 def test_f10_the_same_reservation_racing_itself_in_two_environments_reserves_once(
     running: Running, received_order: tuple[Order, str]
 ) -> None:
     """Given an order in RECEIVED, when ReserveInventory runs for it in two environments at
-    the same moment (two overlapping attempts), then one attempt takes the stock while the other
-    finds its in-progress record, waits for it (no error back to the saga) and replays its
-    result: both answer the same reservation, the stock is taken once, one reservation row and
-    one RESERVED event exist.
+    the same moment (two overlapping attempts, both queued behind the order row's lock), then
+    both succeed with the same reservation: the first takes the stock, the second finds the
+    reservation and returns it. The stock is taken once, one reservation row and one RESERVED
+    event exist.
 
-    Fails if: the step loses `@idempotent` (both would run: the order row lock still serialises
-    them and the existing-reservation check replays, so the replay count catches it), or
-    `_run_outlasting_a_crashed_attempt` stops waiting (the loser would error with
-    IdempotencyAlreadyInProgressError), or repo.reserve_inventory stops locking the order row.
+    Fails if: repo.reserve_inventory stops locking the order row (both would read "no
+    reservation" and take stock twice) or stops returning the existing reservation (the second
+    would take stock again, or fail).
     """
     order, sku = received_order
     state = {"order": order.model_dump(mode="json")}
 
-    results = race_in_two_environments(running, "reserve_inventory", state, order.order_id)
+    results, waiting = race_in_two_environments(running, "reserve_inventory", state)
 
     with running.stack.db() as conn:
         stock, rows, history = (
@@ -181,47 +189,81 @@ def test_f10_the_same_reservation_racing_itself_in_two_environments_reserves_onc
             reservations(conn, order.order_id),
             events(conn, order.order_id),
         )
-    waited = log_lines(running, message=WAITING, order_id=order.order_id)
-    replayed = log_lines(running, message=REPLAYED, order_id=order.order_id)
+    done = log_lines(running, message=STEP_DONE, order_id=order.order_id)
+    assert waiting == 2  # both attempts really overlapped on the order row
     assert [r.errored for r in results] == [False, False], [r.payload for r in results]
     assert results[0].json() == results[1].json()
     assert results[0].json()["amount_cents"] == 2 * 500
     assert (stock, rows, history["RESERVED"]) == (10 - 2, 1, 1)
-    assert len(waited) >= 1
-    assert {line["_function"] for line in waited} == {line["_function"] for line in replayed}
-    assert len(replayed) == 1  # the loser replayed; the winner did the work
+    assert len(done) == 2  # both attempts ran the step (no record held one back)
+
+
+def reserved(running: Running, order: Order) -> dict[str, Any]:
+    state: dict[str, Any] = {"order": order.model_dump(mode="json")}
+    reserve = two_environments(running.stack, "reserve_inventory")[0].invoke(state)
+    assert not reserve.errored, reserve.payload
+    state["reservation"] = reserve.json()
+    return state
 
 
 def test_f10_the_same_payment_racing_itself_in_two_environments_charges_once(
     running: Running, received_order: tuple[Order, str]
 ) -> None:
     """Given a reserved order, when TakePayment runs for it in two environments at the same
-    moment, then the provider is called by one attempt only and charges once, the other waits
-    for it and replays the same charge: one charge in the ledger, one payments row, one PAID
-    event.
+    moment, then both reach the provider with the order's charge key, the provider charges
+    once and answers both with that charge, and both record it under the order-row lock: one
+    charge in the ledger, one payments row, one PAID event, the same answer twice.
 
-    Fails if: TakePayment loses `@idempotent` (the provider would see two requests; its
-    Idempotency-Key would still hold the ledger at one charge, so the request count catches it)
-    or stops sending the key, or the loser errors instead of waiting.
+    Fails if: TakePayment stops sending the order's Idempotency-Key (the ledger would hold two
+    charges), or record_charge stops being ON CONFLICT DO NOTHING / stops logging PAID only for
+    the first recording (two rows, or two PAID events).
     """
     order, _ = received_order
-    state: dict[str, Any] = {"order": order.model_dump(mode="json")}
-    reserve = two_environments(running.stack, "reserve_inventory")[0].invoke(state)
-    assert not reserve.errored, reserve.payload
-    state["reservation"] = reserve.json()
+    state = reserved(running, order)
     provider = running.stack.provider
-    charge_requests_before = provider.ledger.requests_received
+    requests_before = provider.ledger.requests_received
 
-    results = race_in_two_environments(running, "take_payment", state, order.order_id)
+    results, waiting = race_in_two_environments(running, "take_payment", state)
 
-    requests = provider.ledger.requests_received - charge_requests_before
+    requests = provider.ledger.requests_received - requests_before
     with running.stack.db() as conn:
         payments = count(conn, "SELECT count(*) FROM payments WHERE order_id = %s", order.order_id)
         history = events(conn, order.order_id)
+    assert waiting == 2
     assert [r.errored for r in results] == [False, False], [r.payload for r in results]
     assert results[0].json() == results[1].json()
-    assert charges(running, order.order_id) == 1
-    assert requests == 1  # only the winner reached the provider
+    assert requests == 2  # both attempts reached the provider...
+    assert charges(running, order.order_id) == 1  # ...which charged once
     assert (payments, history["PAID"]) == (1, 1)
-    assert len(log_lines(running, message=WAITING, order_id=order.order_id)) >= 1
-    assert len(log_lines(running, message=REPLAYED, order_id=order.order_id)) == 1
+
+
+def test_f10_the_same_refund_racing_itself_in_two_environments_refunds_once(
+    running: Running, received_order: tuple[Order, str]
+) -> None:
+    """Given a charged order, when RefundPayment runs for it in two environments at the same
+    moment, then the provider refunds once (both send the order's refund key) and the refund is
+    recorded once: one refund in the ledger, the payment REFUNDED, one REFUNDED event.
+
+    Fails if: RefundPayment stops sending the refund key (two refunds), or record_refund logs
+    an event for a refund it did not change (two REFUNDED events: the bug this test found when
+    the steps' idempotency records were removed).
+    """
+    order, _ = received_order
+    state = reserved(running, order)
+    paid = two_environments(running.stack, "take_payment")[0].invoke(state)
+    assert not paid.errored, paid.payload
+    state["payment"] = paid.json()
+
+    results, waiting = race_in_two_environments(running, "refund_payment", state)
+
+    with running.stack.db() as conn:
+        status = conn.execute(
+            "SELECT status FROM payments WHERE order_id = %s", (order.order_id,)
+        ).fetchone()
+        history = events(conn, order.order_id)
+    assert waiting == 2
+    assert [r.errored for r in results] == [False, False], [r.payload for r in results]
+    assert results[0].json() == results[1].json()
+    assert refunds(running, order.order_id) == 1
+    assert status == ("REFUNDED",)
+    assert history["REFUNDED"] == 1

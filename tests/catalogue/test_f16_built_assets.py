@@ -27,13 +27,10 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,27 +40,26 @@ from packaging.markers import Marker
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 
-from infra.bundling import BUILD_DIR, LOCK_FILE, build_layer
+from benchmarks import lambda_image
+from infra.bundling import LOCK_FILE
 from infra.config import (
     FUNCTION_NAMES,
     LAMBDA_ARCHITECTURE,
-    LAMBDA_PIP_PLATFORMS,
     LAMBDA_PYTHON_VERSION,
 )
 from infra.functions import HANDLERS
 from tests.catalogue.templates import our_functions, resources
-from tests.catalogue.test_f04_cold_start import lambda_environment
 from tests.infra.conftest import Synthesized
 
 # ELF e_machine values (System V ABI): what the kernel checks before it loads a library.
 EM_AARCH64 = 183
 EM_X86_64 = 62
-MACHINES = {"aarch64": EM_AARCH64, "x86_64": EM_X86_64}
+MACHINES = lambda_image.MACHINES
 # CDK's Architecture name -> the machine in wheel tags and extension module suffixes.
 LAMBDA_MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}[LAMBDA_ARCHITECTURE.name]
 CPYTHON_TAG = "cp" + LAMBDA_PYTHON_VERSION.replace(".", "")  # cp313
 # What the python3.13 runtime itself provides (ADR 0002); nothing else may come from it.
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
+RUNTIME_PROVIDED = lambda_image.RUNTIME_PROVIDED
 # The environment pip evaluates the lock's markers in when it builds the layer for Lambda.
 LAMBDA_MARKER_ENVIRONMENT = {
     "implementation_name": "cpython",
@@ -112,32 +108,10 @@ print(json.dumps({
 # --------------------------------------------------------------------------- the assets
 
 
-def uploaded_assets(stack: Synthesized) -> dict[str, Path]:
-    """S3 object key -> the staged directory CDK zips and uploads under that key."""
-    manifest = stack.outdir / f"OrdersSaga-{stack.config.name}.assets.json"
-    files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    return {
-        destination["objectKey"]: stack.outdir / entry["source"]["path"]
-        for entry in files.values()
-        if entry["source"].get("packaging") == "zip"
-        for destination in entry["destinations"].values()
-    }
-
-
 def built_assets(stack: Synthesized) -> tuple[Path, Path]:
     """(code asset dir, layer asset dir) shared by every function, as ADR 0002 says: resolved
     from each function's Code.S3Key and its layer's Content.S3Key, as CloudFormation does."""
-    uploaded = uploaded_assets(stack)
-    res = resources(stack)
-    codes: set[Path] = set()
-    layers: set[Path] = set()
-    for _, props in our_functions(stack).values():
-        codes.add(uploaded[props["Code"]["S3Key"]])
-        for layer in props.get("Layers", []):
-            layers.add(uploaded[res.props(layer["Ref"])["Content"]["S3Key"]])
-    assert len(codes) == 1, f"one code asset for every function, found {codes}"
-    assert len(layers) == 1, f"one dependencies layer for every function, found {layers}"
-    return codes.pop(), layers.pop()
+    return lambda_image.built_assets(stack.config.name, stack.outdir)
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +211,11 @@ def test_f16_the_layer_is_built_for_the_lambda_architecture_and_python(
 
 @pytest.fixture(scope="module")
 def native_layer() -> Path:
-    """The layer recipe for this machine (only the platform tags differ), cached in .build/."""
-    host = platform.machine()
-    assert host in MACHINES, f"no manylinux wheels for {host}"
-    platforms = tuple(p.replace(LAMBDA_MACHINE, host) for p in LAMBDA_PIP_PLATFORMS)
-    # Needs the package index on the first run after a lock change (like the layer itself);
-    # a BundlingError here means pip could not reach it, not that the test is flaky.
-    return build_layer(platforms=platforms) / "python"
+    """The layer recipe for this machine (only the platform tags differ), cached in .build/.
+
+    Needs the package index on the first run after a lock change (like the layer itself);
+    a BundlingError here means pip could not reach it, not that the test is flaky."""
+    return lambda_image.native_layer()
 
 
 @pytest.mark.parametrize("which", ["deployed", "native"])
@@ -283,62 +255,13 @@ def test_f16_the_native_layer_is_the_same_recipe_for_this_machine(native_layer: 
 # --------------------------------------------------------------------------- 2. imported
 
 
-def _runtime_standin(build_dir: Path = BUILD_DIR) -> Path:
-    """A directory holding only boto3, botocore and s3transfer, as /var/runtime provides them.
-
-    Copied (hard-linked) from the distributions the tests run with, compiled, and cached by
-    their versions.
-    """
-    dists = [importlib.metadata.distribution(name) for name in RUNTIME_PROVIDED]
-    key = "-".join(f"{d.metadata['Name']}{d.version}" for d in dists)
-    target = build_dir / f"lambda-runtime-{key}"
-    if target.is_dir():
-        return target
-    build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="runtime-staging-", dir=build_dir))
-    try:
-        for dist in dists:
-            for file in dist.files or []:
-                if file.parts[0] in {"..", "bin"} or "__pycache__" in file.parts:
-                    continue
-                source = Path(str(dist.locate_file(file)))
-                destination = staging / file
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(source, destination)
-                except OSError:
-                    shutil.copy2(source, destination)
-        # The runtime ships bytecode too; without it every probe would compile botocore.
-        subprocess.run(  # fixed argv, our own interpreter
-            [
-                sys.executable,
-                "-m",
-                "compileall",
-                "-q",
-                "-j0",
-                "--invalidation-mode",
-                "unchecked-hash",
-                str(staging),
-            ],
-            check=True,
-        )
-        try:
-            staging.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 @pytest.fixture(scope="module")
 def import_probes(
     synthesized: dict[str, Synthesized], lambda_assets: tuple[Path, Path], native_layer: Path
 ) -> dict[str, tuple[dict[str, Any], dict[str, Path]]]:
     """Every handler imported at once, each in its own clean interpreter and environment."""
     code, _ = lambda_assets
-    runtime = _runtime_standin()
+    runtime = lambda_image.runtime_standin()
     functions = our_functions(synthesized["dev"])
     # The interpreter itself, not the venv's launcher: -S keeps every site-packages away.
     interpreter = getattr(sys, "_base_executable", sys.executable)
@@ -355,7 +278,7 @@ def import_probes(
                 *map(str, roots.values()),
                 HANDLERS[name],
             ],
-            env=lambda_environment(name, functions[name][1]),
+            env=lambda_image.lambda_environment(name, functions[name][1], task_root=str(code)),
             cwd=code,  # Lambda's working directory is the task root
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -38,9 +38,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
+from devstack import call_recorder
 from devstack.aws import PROXY_LOGIN_SECRET_PREFIX
 from devstack.call_recorder import CallRecorder, RecordedCall, Recording, read_recordings
 from devstack.iam_policy import Decision, Statement, allow_grants, evaluate, parse_policy
@@ -556,15 +556,14 @@ def test_f20_an_iam_token_is_judged_as_rds_db_connect_for_its_user(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """Given the deployed DB login (DB_AUTH=iam: a token from generate_db_auth_token, no API
-    call), when it runs in-process with the recorder attached to its RDS client, then it is on
-    record as rds-db:connect, judged allowed on the proxy's app user and denied for another
-    user.
+    """Given the deployed DB login (DB_AUTH=iam: a token signed locally by
+    orders_saga.adapters.rds_iam, no API call), when it runs in-process with the call recorder
+    installed, then it is on record as rds-db:connect, judged allowed on the proxy's app user
+    and denied for another user.
 
     Fails if: the recorder stops seeing token generation, or the roles' rds-db:connect stops
     being scoped to the proxy and the one database user.
     """
-    from orders_saga import aws_clients
     from orders_saga.adapters.database import IamTokenCredentials
     from orders_saga.config import DatabaseSettings
 
@@ -579,16 +578,25 @@ def test_f20_an_iam_token_is_judged_as_rds_db_connect_for_its_user(
     api_lid, api_props = our_functions(synthesized["dev"])["Api"]
     env = api_props["Environment"]["Variables"]
     host = resolver.resolve_str(env["DB_HOST"])
-    recorder = CallRecorder(tmp_path / "api.calls.jsonl", function="api")
-    client = boto3.client("rds", region_name=template.region)
-    recorder.attach(client)
-    monkeypatch.setattr(aws_clients, "rds", lambda: client)
-
-    for user in (env["DB_USER"], "orders_admin"):
-        settings = DatabaseSettings(
-            host, 5432, "orders", user, "iam", None, "verify-full", "amazon-root-cas.pem", 3, 5000
-        )
-        IamTokenCredentials(settings).credentials(refresh=False)
+    monkeypatch.setenv("AWS_REGION", template.region)
+    recorder = call_recorder.install(CallRecorder(tmp_path / "api.calls.jsonl", function="api"))
+    try:
+        for user in (env["DB_USER"], "orders_admin"):
+            settings = DatabaseSettings(
+                host,
+                5432,
+                "orders",
+                user,
+                "iam",
+                None,
+                "verify-full",
+                "amazon-root-cas.pem",
+                3,
+                5000,
+            )
+            IamTokenCredentials(settings).credentials(refresh=False)
+    finally:
+        call_recorder.uninstall()
 
     recorded = [RecordedCall.from_json(line) for line in recorder.path.read_text().splitlines()]
     judged = [deployed_view(c, "Api", env, resolver, set()) for c in recorded]

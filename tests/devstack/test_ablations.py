@@ -100,15 +100,13 @@ import json
 from devstack.ablations import install_from_environment
 keys = install_from_environment()
 from orders_saga.adapters import messaging, orders_repository
-from orders_saga.handlers import _saga_task
-from orders_saga.logic import place_order, saga_steps
+from orders_saga.logic import intake, place_order
 print(json.dumps({
     "keys": sorted(keys),
     "take_stock": orders_repository.TAKE_STOCK,
     "execution_name": messaging.execution_name_for("o-1"),
     "place_order_payload": place_order.place_order_idempotency.payload_validation_jmespath,
-    "step_is_wrapped": hasattr(saga_steps.take_payment, "__wrapped__"),
-    "wait_out": _saga_task._run_outlasting_a_crashed_attempt.__name__,
+    "intake_is_wrapped": hasattr(intake._start_once, "__wrapped__"),
 }))
 """
 
@@ -139,18 +137,15 @@ def test_in_a_worker_the_keys_patch_the_names_the_handlers_bind() -> None:
     assert "available >= %(quantity)s" in str(hardened["take_stock"])
     assert hardened["execution_name"] == "order-o-1"
     assert hardened["place_order_payload"] == "request"
-    assert hardened["step_is_wrapped"] is True
-    assert hardened["wait_out"] == "_run_outlasting_a_crashed_attempt"
+    assert hardened["intake_is_wrapped"] is True
 
     ablated = probe(
-        "F10-stock-guards,F01-execution-name,F01-payload-validation,"
-        "F01-step-idempotency,F01-crashed-attempt-wait-out"
+        "F10-stock-guards,F01-execution-name,F01-payload-validation,F01-intake-idempotency"
     )
     assert "available >=" not in str(ablated["take_stock"])
     assert str(ablated["execution_name"]).startswith("order-o-1-")
     assert ablated["place_order_payload"] == ""
-    assert ablated["step_is_wrapped"] is False
-    assert ablated["wait_out"] == "run_once"
+    assert ablated["intake_is_wrapped"] is False
 
 
 def test_every_containment_is_proven_in_the_stored_results_or_argued_in_the_adr() -> None:

@@ -10,6 +10,7 @@ longer does anything fails here.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from devstack.chaos import ChaosSettings, HookedProvider, catalogue
 from devstack.compare import EVERYTHING_ROW, Outcome, Row, compare, rows
 from devstack.lambda_runtime import discard_logs
 from devstack.stack import LocalStack
+from tests.catalogue.full_stack import accepted_message
 from tests.localstack import CDK_OUT
 
 # 12 orders per run: every fault of a row is seeded, and each row's rates are high enough to
@@ -106,3 +108,53 @@ def test_the_reasonable_but_wrong_app_breaks_what_the_hardened_one_keeps(
     broken = outcome.broken
     for invariant in ("double-charged", "oversold skus", "failed, not compensated"):
         assert broken.get(invariant, 0) > 0, explain(outcome)
+
+
+def _conflicting_delivery(stack: LocalStack) -> tuple[int, int, str]:
+    """One order through the queue, settled; then another message under the same order id
+    (another producer, or a DLQ message edited before its redrive). Returns the intake DLQ's
+    messages for that order, the order's executions, and the order's items as stored."""
+    resources = stack.resources
+    assert resources is not None
+    order_id = str(uuid.uuid4())
+    stack.send_raw_message(accepted_message(order_id, "conflict-customer", ("SKU-APPLE", 1)))
+    assert stack.wait_until_settled(timeout_s=60)
+    stack.send_raw_message(accepted_message(order_id, "conflict-customer", ("SKU-PEAR", 5)))
+    assert stack.wait_until_settled(timeout_s=60)
+    dead = [
+        m
+        for m in stack.queue_messages(resources.intake_dlq_url)
+        if order_id in str(m.get("Body", ""))
+    ]
+    executions = [e for e in stack.executions() if e["name"] == f"order-{order_id}"]
+    with stack.db() as conn:
+        row = conn.execute("SELECT items::text FROM orders WHERE order_id = %s", (order_id,))
+        items = str(row.fetchone())
+    return len(dead), len(executions), items
+
+
+@pytest.mark.timeout(180)
+def test_only_the_intake_record_dead_letters_another_message_under_an_existing_order(
+    stack: LocalStack,
+) -> None:
+    """ADR 0012 keeps the intake's idempotency record for its payload check, the one thing the
+    execution name cannot do: a *different* message under an order id that already has a saga
+    is dead-lettered with its reason. Without the record, StartExecution answers
+    ExecutionAlreadyExists, the intake takes that for a duplicate, and the conflicting message
+    is deleted unseen: nothing shows that two producers disagree about the order.
+
+    Fails if: the intake stops validating the payload against its record (hardened run: no
+    DLQ message), or the record becomes redundant (the switched-off run dead-letters too: then
+    drop the layer, as ADR 0012 says)."""
+    stack.apply_ablations(frozenset())
+    hardened = _conflicting_delivery(stack)
+    stack.apply_ablations(frozenset({"F01-intake-idempotency"}))
+    try:
+        without = _conflicting_delivery(stack)
+    finally:
+        stack.apply_ablations(frozenset())
+
+    assert hardened[:2] == (1, 1), hardened  # dead-lettered, one saga
+    assert without[:2] == (0, 1), without  # one saga, and the conflict went unseen
+    assert "SKU-APPLE" in hardened[2]
+    assert "SKU-APPLE" in without[2]

@@ -335,7 +335,7 @@ def test_an_event_without_the_hook_ids_is_rejected(lambda_context: LambdaContext
 
 
 def test_app_spec_is_read_from_either_revision_type_and_format() -> None:
-    from orders_saga.logic.health_check import app_spec_content, lambda_target
+    from orders_saga.logic.pre_traffic_check import app_spec_content, lambda_target
 
     as_json = app_spec("orders-api", "7", "8")
     as_yaml = (
@@ -363,7 +363,7 @@ def test_app_spec_is_read_from_either_revision_type_and_format() -> None:
     ],
 )
 def test_only_a_clean_healthy_answer_succeeds(function_error: str | None, payload: bytes) -> None:
-    from orders_saga.logic.health_check import HookStatus, InvokeOutcome, LambdaTarget, verdict
+    from orders_saga.logic.pre_traffic_check import HookStatus, InvokeOutcome, LambdaTarget, verdict
 
     target = LambdaTarget.model_validate(
         {"Name": "f", "Alias": "live", "CurrentVersion": "1", "TargetVersion": "2"}

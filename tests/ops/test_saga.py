@@ -57,18 +57,16 @@ def _execution_arn(machine: str, order_id: str) -> str:
 def test_F08_show_puts_execution_records_and_rows_side_by_side(
     cli: Cli, sagas: Sagas, db: psycopg.Connection, dsn: str, order_id: str
 ) -> None:
-    # Given a saga whose refund failed after the charge, with its rows and a step record
+    # Given a saga whose refund failed after the charge, with its rows and the intake's record
     machine = sagas.run(order_id, failing=frozenset({"TakePayment", "RefundPayment"}))
     insert_order(db, order_id, status="PAID", payment="CHARGED", reserve=True)
-    from orders_saga.logic.saga_steps import step_idempotency
+    from orders_saga.logic.intake import start_saga_idempotency
 
-    # The record is written by Powertools itself, as the TakePayment function would.
+    # The record is written by Powertools itself, as the Intake function would.
     layer = DynamoDBPersistenceLayer(table_name="test-idempotency")
-    layer.configure(config=step_idempotency, key_prefix="take_payment")
-    layer.save_success(
-        data={"order": {"order_id": order_id}},
-        result={"charge_id": "ch_1", "amount_cents": 240},
-    )
+    layer.configure(config=start_saga_idempotency, key_prefix="start_saga")
+    started = {"execution_name": f"order-{order_id}", "already_started": False}
+    layer.save_success(data={"order_id": order_id}, result=started)
     cli.flags["--state-machine-arn"] = machine
 
     # When
@@ -89,9 +87,9 @@ def test_F08_show_puts_execution_records_and_rows_side_by_side(
         "CompensationFailed",
     ]
     (record,) = report["idempotency_records"]
-    assert record["step"] == "take_payment"
+    assert record["step"] == "start_saga"
     assert record["status"] == "COMPLETED"
-    assert record["result"] == {"charge_id": "ch_1", "amount_cents": 240}
+    assert record["result"] == started
     database = report["database"]
     assert database["order"]["status"] == "PAID"
     assert database["payment"]["status"] == "CHARGED"

@@ -16,9 +16,8 @@ from typing import Protocol, TypeVar
 
 import psycopg
 
-from orders_saga import aws_clients
-from orders_saga.adapters.secrets import secret_json
-from orders_saga.config import DatabaseSettings, database_settings
+from orders_saga.adapters import rds_iam
+from orders_saga.config import DatabaseSettings, aws_region, database_settings
 from orders_saga.errors import TransientError
 from orders_saga.observability import logger
 
@@ -36,14 +35,17 @@ class CredentialsProvider(Protocol):
 
 
 class IamTokenCredentials:
-    """A fresh 15-minute RDS IAM token for every new connection (generated locally, no call)."""
+    """A fresh 15-minute RDS IAM token for every new connection (signed locally, no call)."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self._settings = settings
 
     def credentials(self, *, refresh: bool) -> Credentials:
-        token = aws_clients.rds().generate_db_auth_token(
-            DBHostname=self._settings.host, Port=self._settings.port, DBUsername=self._settings.user
+        token = rds_iam.auth_token(
+            host=self._settings.host,
+            port=self._settings.port,
+            user=self._settings.user,
+            region=aws_region(),
         )
         return Credentials(user=self._settings.user, password=token)
 
@@ -55,6 +57,10 @@ class SecretCredentials:
         self._secret_arn = secret_arn
 
     def credentials(self, *, refresh: bool) -> Credentials:
+        # Imported here: only Migrate logs in with a secret, and Secrets Manager through
+        # Powertools Parameters brings boto3 into the cold start of every other function.
+        from orders_saga.adapters.secrets import secret_json  # noqa: PLC0415 - see above
+
         secret = secret_json(self._secret_arn, refresh=refresh)
         return Credentials(user=str(secret["username"]), password=str(secret["password"]))
 

@@ -185,19 +185,23 @@ def record_charge(
         (order_id,),
     )
     if inserted is not None:
-        # Only the first recording is history: a step re-run after its idempotency record
-        # expired (or after a crash past this commit) must not log a second PAID (F01).
+        # Only the first recording is history: a step re-run (a retry after a crash past this
+        # commit, or an overlapping attempt) must not log a second PAID (F01, F10).
         _event(conn, order_id, "PAID", {"charge_id": charge_id, "amount_cents": amount_cents})
     return record
 
 
 def record_refund(conn: psycopg.Connection, order_id: str, refund_id: str) -> None:
-    conn.execute(
+    """Mark the charge refunded once; a repeat (an overlapping or retried attempt that got the
+    same refund from the provider) changes nothing and logs no second REFUNDED (F01, F10)."""
+    _lock_order(conn, order_id)
+    refunded = conn.execute(
         "UPDATE payments SET status = 'REFUNDED', refund_id = %s, refunded_at = now()"
-        " WHERE order_id = %s AND status = 'CHARGED'",
+        " WHERE order_id = %s AND status = 'CHARGED' RETURNING order_id",
         (refund_id, order_id),
-    )
-    _event(conn, order_id, "REFUNDED", {"refund_id": refund_id})
+    ).fetchone()
+    if refunded is not None:
+        _event(conn, order_id, "REFUNDED", {"refund_id": refund_id})
 
 
 def confirm_order(conn: psycopg.Connection, order_id: str) -> str:

@@ -27,11 +27,12 @@ from orders_saga.logic import order_failure, place_order
 from orders_saga.logic.health_check import health_report, is_health_check
 from orders_saga.logic.order_identity import is_order_id
 from orders_saga.models import IdempotencyKey, PlaceOrderRequest
-from orders_saga.observability import bind_order, logger, metrics, tracer
+from orders_saga.observability import bind_order, logger, metrics, trace_calls_to, tracer
 
 # API Gateway refuses bodies over 10 MB; a real order is well under 8 KB (F11, F21).
 MAX_BODY_BYTES = 16 * 1024
 
+trace_calls_to(("botocore",))  # idempotency records, the orders queue
 app = APIGatewayRestResolver()
 _key_adapter: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 

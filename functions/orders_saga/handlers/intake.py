@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from orders_saga import config
 from orders_saga.logic.health_check import health_report, is_health_check
 from orders_saga.logic.intake import process_record, start_saga_idempotency
-from orders_saga.observability import logger, metrics, tracer
+from orders_saga.observability import logger, metrics, trace_calls_to, tracer
 
+trace_calls_to(("botocore",))  # idempotency records, StartExecution, the intake DLQ
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

@@ -1,7 +1,7 @@
 """CodeDeploy BeforeAllowTraffic hook (F12): the new version proves it starts before traffic.
 
 Shared by every deployment group (infra/deployments.py). The decision is in
-``logic/health_check.py``; this handler parses the event and always reports a status, because
+``logic/pre_traffic_check.py``; this handler parses the event and always reports a status, because
 CodeDeploy otherwise waits up to an hour for one before it fails the deployment.
 """
 
@@ -12,8 +12,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from orders_saga.adapters.deployments import report_status
-from orders_saga.logic.health_check import HookStatus, LifecycleHookEvent, pre_traffic_verdict
-from orders_saga.observability import logger, tracer
+from orders_saga.logic.pre_traffic_check import (
+    HookStatus,
+    LifecycleHookEvent,
+    pre_traffic_verdict,
+)
+from orders_saga.observability import logger, trace_calls_to, tracer
+
+trace_calls_to(("botocore",))  # CodeDeploy and Lambda
 
 
 @logger.inject_lambda_context(clear_state=True)
