@@ -72,7 +72,7 @@ from benchmarks import assets, lambda_image
 from devstack.pgbouncer import LocalPgBouncer
 from devstack.postgres import LocalPostgres
 from devstack.tls import LocalCertificateAuthority
-from infra.bundling import BUILD_DIR, LOCK_FILE
+from infra.bundling import BUILD_DIR, LOCK_FILE, compile_unchecked
 from infra.config import LAMBDA_PIP_PLATFORMS, LAMBDA_PYTHON_VERSION
 
 YARDSTICK: Final = "import boto3; boto3.client('sqs', region_name='eu-west-1')"
@@ -529,20 +529,7 @@ def write_constraints(directory: Path) -> Path:
 
 def _compile(root: Path) -> None:
     """Bytecode as build_layer compiles it (the asset is read-only on Lambda, F04)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compileall",
-            "-q",
-            "-j0",
-            "--invalidation-mode",
-            "unchecked-hash",
-            str(root),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    compile_unchecked(root)
 
 
 def _pip_install(

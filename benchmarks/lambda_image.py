@@ -18,14 +18,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from infra.bundling import BUILD_DIR, REPO_ROOT, build_layer
+from infra.bundling import BUILD_DIR, REPO_ROOT, build_layer, compile_unchecked
 from infra.config import LAMBDA_PIP_PLATFORMS
 from infra.functions import HANDLERS
 
@@ -80,19 +79,7 @@ def runtime_standin(build_dir: Path = BUILD_DIR) -> Path:
                 except OSError:
                     shutil.copy2(source, destination)
         # The runtime ships bytecode too; without it every probe would compile botocore.
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "compileall",
-                "-q",
-                "-j0",
-                "--invalidation-mode",
-                "unchecked-hash",
-                str(staging),
-            ],
-            check=True,
-        )
+        compile_unchecked(staging)
         try:
             staging.rename(target)
         except OSError:

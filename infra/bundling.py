@@ -68,6 +68,13 @@ def _compile_bytecode(root: Path) -> None:
             LAMBDA_PYTHON_VERSION,
         )
         return
+    compile_unchecked(root)
+
+
+def compile_unchecked(root: Path) -> None:
+    """Compile every module under ``root`` with this interpreter, ``unchecked-hash`` bytecode
+    (the asset's timestamps are fixed and /var/task is read-only, so checked bytecode would be
+    recompiled on every cold start)."""
     subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
         [
             sys.executable,
@@ -80,6 +87,7 @@ def _compile_bytecode(root: Path) -> None:
             str(root),
         ],
         check=True,
+        capture_output=True,
     )
 
 
