@@ -10,13 +10,14 @@ export UV_PYTHON_DOWNLOADS := never
 # Synth and tests never use real AWS: no credentials, no profile, no lookups.
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN
 
-.PHONY: help bootstrap demo chaos compare serve synth synth-dev lint cfn-lint test clean preflight
+.PHONY: help bootstrap demo chaos compare bench serve synth synth-dev lint cfn-lint test clean preflight
 
 help:
 	@echo "make demo   - run the whole saga locally and print the invariant report"
 	@echo "make chaos  - ORDERS (default 1000) orders with injected faults, then the invariants"
 	@echo "make compare - each containment switched off, side by side with the hardened run"
 	@echo "make serve  - keep the local stack up with the API on 127.0.0.1"
+	@echo "make bench  - cold init, asset sizes, calls per order, cost model; docs/performance.md"
 	@echo "make test   - ruff, mypy, offline cdk synth, cfn-lint, pytest (what CI runs)"
 	@echo "make preflight STAGE=prod - read-only checks of your AWS account before cdk deploy"
 
@@ -43,6 +44,12 @@ chaos: synth-dev
 COMPARE_FLAGS ?= --write
 compare: synth-dev
 	$(OFFLINE) $(VENV)/python -m devstack compare $(COMPARE_FLAGS)
+
+# Prints every goal of issue 12 with its measured value and writes docs/performance.*;
+# BENCH_FLAGS="--runs 5 --skip driver" for a quicker look (then without --write).
+BENCH_FLAGS ?= --write
+bench: synth
+	$(OFFLINE) $(VENV)/python -m benchmarks $(BENCH_FLAGS)
 
 PORT ?= 8080
 serve: synth-dev

@@ -41,6 +41,7 @@ _POLL_WAIT_S: Final = 1  # long poll per receive; short, so stop() is prompt
 _SQS_MAX_PER_RECEIVE: Final = 10
 _STATE_POLL_S: Final = 0.5  # how often a mapping's State is re-read from moto
 _RUNNING_STATES: Final = frozenset({"Enabled", "Enabling"})
+_DRAIN_POLL_S: Final = 0.05  # drain()'s look at the queue: one GetQueueAttributes, ~2 ms
 
 
 def local_retry_visibility(queue_visibility_s: int, scale: float) -> int:
@@ -213,9 +214,11 @@ class SqsEventSourcePoller:
         ]
         while time.monotonic() < deadline:
             attrs = self._sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
-            if self._in_flight == 0 and all(int(attrs["Attributes"].get(n, 0)) == 0 for n in names):
+            pending = sum(int(attrs["Attributes"].get(n, 0)) for n in names)
+            if self._in_flight == 0 and pending == 0:
                 return True
-            time.sleep(0.1)
+            # Soon again near the end; less often with a backlog (each look scans the queue).
+            time.sleep(_DRAIN_POLL_S if pending <= _SQS_MAX_PER_RECEIVE else 4 * _DRAIN_POLL_S)
         return False
 
     # polling

@@ -386,6 +386,9 @@ def _json_escape(text: str) -> str:
 def _handler_class(gateway: LocalApiGateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: with Nagle on, every keep-alive response
+        # waited ~40 ms for the client's delayed ACK (each POST of a chaos run; as the provider).
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

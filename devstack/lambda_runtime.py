@@ -341,6 +341,8 @@ class FunctionPool:
         self._workers: list[FunctionWorker] = []
         self._idle: queue.LifoQueue[FunctionWorker] = queue.LifoQueue()
         self._lock = threading.Lock()
+        # Idle environments of other configurations (switch_config), oldest first.
+        self._parked: dict[tuple[str, ...], list[FunctionWorker]] = {}
 
     @property
     def workers(self) -> list[FunctionWorker]:
@@ -366,7 +368,9 @@ class FunctionPool:
             return worker.invoke(event, invoked_function_arn=invoked_function_arn)
 
     def stop(self) -> None:
-        for worker in self.workers:
+        with self._lock:
+            parked = [w for workers in self._parked.values() for w in workers]
+        for worker in [*self.workers, *parked]:
             worker.stop()
 
     def reset_workers(self) -> None:
@@ -374,6 +378,46 @@ class FunctionPool:
         with self._lock:
             self._workers = []
             self._idle = queue.LifoQueue()
+            parked, self._parked = self._parked, {}
+        for workers in parked.values():
+            for worker in workers:
+                worker.stop()
+
+    def switch_config(self, config: FunctionConfig, *, keep_parked: int = 1) -> None:
+        """Serve with ``config`` from now on (``LocalStack.apply_ablations``: on a settled
+        stack). The environments of the current configuration are parked, idle and warm,
+        instead of stopped, and the ones parked under ``config`` earlier serve again: switching
+        an ablation back off returns to the environments that ran before it, as Lambda keeps
+        an idle environment warm, instead of cold-starting ``size`` new ones. Without parked
+        ones the next invocation cold-starts as before. At most ``keep_parked`` configurations
+        stay parked (the oldest are stopped); environments still busy are stopped."""
+        to_stop: list[FunctionWorker] = []
+        with self._lock:
+            current, self._workers = self._workers, []
+            idle = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    idle.append(self._idle.get_nowait())
+            if current and len(idle) == len(current):
+                to_stop += self._parked.pop(_config_key(self.config), [])
+                self._parked[_config_key(self.config)] = current
+            else:
+                to_stop += current
+            self.config = config
+            self._workers = self._parked.pop(_config_key(config), [])
+            self._idle = queue.LifoQueue()
+            for worker in self._workers:
+                self._idle.put(worker)
+            while len(self._parked) > keep_parked:
+                to_stop += self._parked.pop(next(iter(self._parked)))
+        for worker in to_stop:
+            worker.stop()
+
+    @property
+    def parked(self) -> int:
+        """Environments parked under other configurations (diagnostics)."""
+        with self._lock:
+            return sum(len(workers) for workers in self._parked.values())
 
     @contextlib.contextmanager
     def _checkout(self, fresh: int = 0) -> Iterator[list[FunctionWorker]]:
@@ -383,8 +427,11 @@ class FunctionPool:
                 taken.append(self._take())
             yield taken
         finally:
-            for worker in taken:
-                self._idle.put(worker)
+            with self._lock:
+                for worker in taken:
+                    # One switched away from meanwhile (switch_config) is not this pool's.
+                    if any(worker is w for w in self._workers):
+                        self._idle.put(worker)
 
     def _take(self) -> FunctionWorker:
         with contextlib.suppress(queue.Empty):
@@ -395,6 +442,15 @@ class FunctionPool:
                 self._workers.append(worker)
                 return worker
         return self._idle.get()
+
+
+def _config_key(config: FunctionConfig) -> tuple[str, ...]:
+    """A configuration's identity for parking (``FunctionConfig`` holds a dict: unhashable)."""
+    settings = {k: v for k, v in vars(config).items() if k != "environment"}
+    return (
+        repr(sorted(settings.items())),
+        *sorted(f"{k}={v}" for k, v in config.environment.items()),
+    )
 
 
 # --- worker side ----------------------------------------------------------------------------

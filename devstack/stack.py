@@ -53,6 +53,13 @@ DEMO_CATALOGUE: tuple[tuple[str, str, int, int], ...] = (
 )
 
 
+# How often a wait for the stack to settle looks again. Each look is two local AWS calls of
+# ~2 ms; every run (a chaos run, each of make compare's) ends with this wait, so its step is
+# the run's added tail (it was 0.2 s, twice: ~0.4 s of idle per run).
+_SETTLE_POLL_S = 0.05
+_SETTLE_NEAR_END = 10  # running executions below which it looks at that pace
+
+
 def _say_stderr(message: str) -> None:
     print(f"devstack: {message}", file=sys.stderr, flush=True)
 
@@ -302,8 +309,10 @@ class LocalStack:
     def apply_ablations(self, keys: frozenset[str]) -> None:
         """Switch exactly ``keys`` off (devstack/ablations.py) and every other one back on.
 
-        Workers of a function whose patches change are stopped; the next invocation starts
-        them with the new ``DEVSTACK_ABLATIONS`` (a cold start). Call it on a settled stack."""
+        Workers of a function whose patches change are parked (``FunctionPool.switch_config``):
+        the next invocation starts new ones with the new ``DEVSTACK_ABLATIONS`` (a cold start),
+        unless workers parked with exactly those patches exist, which serve again (switching
+        back to the hardened app reuses its warm environments). Call it on a settled stack."""
         from devstack import ablations as abl
 
         keys = abl.parse(keys)
@@ -320,9 +329,7 @@ class LocalStack:
             env.pop(abl.ABLATIONS_ENV, None)
             if wanted:
                 env[abl.ABLATIONS_ENV] = wanted
-            pool.stop()
-            pool.config = replace(pool.config, environment=env)
-            pool.reset_workers()
+            pool.switch_config(replace(pool.config, environment=env))
         sfn = self._client("stepfunctions")
         definition = abl.ablate_definition(self._hardened["definition"], keys)
         sfn.update_state_machine(stateMachineArn=resources.state_machine_arn, definition=definition)
@@ -582,12 +589,15 @@ class LocalStack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             drained = self.poller.drain(timeout=max(0.1, deadline - time.monotonic()))
-            if drained and not self.running_executions():
+            running = len(self.running_executions()) if drained else None
+            if running == 0:
                 # One more look: a running execution may have just been started by the intake.
-                time.sleep(0.2)
+                time.sleep(_SETTLE_POLL_S)
                 if self.poller.drain(timeout=1) and not self.running_executions():
                     return True
-            time.sleep(0.2)
+            # Soon again near the end; less often while many run (each look lists them).
+            near_end = running is not None and running <= _SETTLE_NEAR_END
+            time.sleep(_SETTLE_POLL_S if near_end else 4 * _SETTLE_POLL_S)
         return False
 
     def running_executions(self) -> list[dict[str, Any]]:
