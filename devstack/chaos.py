@@ -1085,7 +1085,9 @@ def _wait_settled(stack: LocalStack, progress: Progress, idle_s: float) -> bool:
     """Wait for the stack to settle while orders keep settling; ``False`` once none has for
     ``idle_s`` seconds (``progress.settled`` is the watcher's count of terminal orders)."""
     last, since = progress.settled, time.monotonic()
-    while not stack.wait_until_settled(timeout_s=min(30.0, idle_s)):
+    # Short waits: the idle clock is checked after each one, so a run that cannot settle gives
+    # up idle_s after its last settled order, not up to twice that.
+    while not stack.wait_until_settled(timeout_s=min(1.0, idle_s)):
         if progress.settled != last:
             last, since = progress.settled, time.monotonic()
         elif time.monotonic() - since >= idle_s:

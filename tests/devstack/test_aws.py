@@ -295,3 +295,28 @@ def test_the_thread_reaper_drops_finished_threads_and_skips_one_still_starting()
     finally:
         release.set()
         running.join()
+
+
+def test_a_long_poll_wakes_when_a_message_becomes_visible_again(stack: RunningStack) -> None:
+    """Given a message received with a 1 s visibility timeout and not deleted, a long poll
+    started at once (WaitTimeSeconds 5) returns it as soon as it is visible again (about 1 s),
+    as SQS does, not when the wait ends; and a poll with nothing coming still waits its full
+    time. Fails if the wake-up patch is lost (the redelivery would take the whole 5 s wait) or
+    returns early with nothing."""
+    sqs = stack.aws.client("sqs")
+    url = sqs.create_queue(QueueName="long-poll-probe")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="retry me")
+    first = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"]
+
+    started = time.monotonic()
+    again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, VisibilityTimeout=30)
+    redelivered_after = time.monotonic() - started
+    started = time.monotonic()
+    empty = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    empty_after = time.monotonic() - started
+
+    assert [m["Body"] for m in first] == ["retry me"]
+    assert [m["Body"] for m in again["Messages"]] == ["retry me"]
+    assert 0.9 <= redelivered_after < 3.0, redelivered_after
+    assert "Messages" not in empty
+    assert empty_after >= 0.9, empty_after

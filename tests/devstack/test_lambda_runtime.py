@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -162,3 +163,41 @@ def test_a_pool_runs_invocations_in_parallel_environments() -> None:
         assert len(pool.workers) == 2
     finally:
         pool.stop()
+
+
+def test_switching_a_configuration_back_reuses_its_parked_environments() -> None:
+    """Given a warm pool, when it switches to another configuration (an ablation) and back,
+    then the other configuration starts environments of its own with its environment, and the
+    way back serves from the environments parked warm before (same pids, no cold start), as
+    Lambda keeps an idle environment; at most one other configuration stays parked, and stop()
+    stops parked environments too. Fails if switching back cold-starts, if an environment of one
+    configuration serves the other, or if parked workers outlive the pool."""
+    hardened, ablated, third = (
+        _config(environment={"GREETING": g}) for g in ("hello", "ablated", "third")
+    )
+    pool = FunctionPool(hardened, size=1, log_sink=lambda r: None)
+    try:
+        before = pool.invoke({}).json()
+        pool.switch_config(ablated)
+        during = pool.invoke({}).json()
+        assert pool.parked == 1
+        pool.switch_config(hardened)
+        after = pool.invoke({}).json()
+        pool.switch_config(third)  # parks hardened; ablated, the oldest parked, is stopped
+        last = pool.invoke({}).json()
+        parked_at_the_end = pool.parked
+    finally:
+        pool.stop()
+
+    assert (before["env"]["GREETING"], during["env"]["GREETING"]) == ("hello", "ablated")
+    assert during["pid"] != before["pid"]
+    assert (after["pid"], after["invocations"], after["env"]["GREETING"]) == (
+        before["pid"],
+        2,
+        "hello",
+    )
+    assert last["env"]["GREETING"] == "third"
+    assert parked_at_the_end == 1
+    for pid in {before["pid"], during["pid"], last["pid"]}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
