@@ -220,10 +220,13 @@ What is left above the goal, and what it would take (each cause is in the table'
   after init instead (not combinable with provisioned concurrency; a decision for a later ADR).
 - **Database steps** (ReserveInventory, ConfirmOrder, ReleaseInventory, MarkOrderFailed) are
   psycopg (ADR 0011 keeps it: pg8000 would save 56-92 ms here but triple the round trips per
-  statement), pydantic (the step's input model), botocore's signer for the IAM token, and
-  Powertools Logger/Metrics/Tracer. The Tracer's X-Ray SDK imports wrapt 2, which imports
-  asyncio (the `asyncio` row, about 10 ms); pinning wrapt below 2 in the lock, or a step
-  without Tracer, would each bring them to about 1.3 x.
+  statement; psycopg also brings asyncio, the `asyncio` row), pydantic (the step's input
+  model), botocore's signer for the IAM token, and Powertools Logger/Metrics/Tracer. They sit
+  just above the goal (about 10 ms on this machine). A step without Tracer would drop the X-Ray
+  SDK (about 10 ms) and reach it; the project keeps Tracer in every function (F13: the order
+  id is a trace annotation). Pinning wrapt below 2 (it imports asyncio too) was tried: the
+  pre-traffic hook went from 1.19 to 1.11 x, the steps did not move (psycopg imports asyncio
+  anyway), so the lock was left as it is.
 - **Payment steps** add the payment key from Secrets Manager through Powertools Parameters,
   which imports boto3 and all its providers, and urllib3 for the provider: about 0.2 x more
   than a database step.
