@@ -277,15 +277,19 @@ def _numbers(where: str, value: Any, required: tuple[str, ...] | None) -> dict[s
     return {str(k): _number(f"{where}.{k}", v) for k, v in value.items()}
 
 
-def parse_path(where: str, raw: Any) -> OrderPath:
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{where}: expected an object, got {raw!r}")
-    missing = sorted(set(_PATH_KEYS) - set(raw))
-    unknown = sorted(set(raw) - set(_PATH_KEYS))
+def _exactly(where: str, raw: Mapping[str, Any], keys: Sequence[str]) -> None:
+    missing = sorted(set(keys) - set(raw))
+    unknown = sorted(set(raw) - set(keys))
     if missing:
         raise ProfileError(f"{where}: missing keys {missing}")
     if unknown:
         raise ProfileError(f"{where}: unknown keys {unknown}")
+
+
+def parse_path(where: str, raw: Any) -> OrderPath:
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: expected an object, got {raw!r}")
+    _exactly(where, raw, _PATH_KEYS)
     values: dict[str, Any] = {}
     for key in _PATH_KEYS:
         if key in _MAPPING_KEYS:
@@ -302,12 +306,7 @@ def parse_profile(raw: Any, *, where: str = PROFILE_KEY) -> OrderProfile:
     """A strict reading of the ``order_profile`` object: ``{"happy": ..., "compensated": ...}``."""
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: expected an object with keys {list(PATHS)}, got {raw!r}")
-    missing = sorted(set(PATHS) - set(raw))
-    unknown = sorted(set(raw) - set(PATHS))
-    if missing:
-        raise ProfileError(f"{where}: missing keys {missing}")
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {unknown}")
+    _exactly(where, raw, PATHS)
     return OrderProfile(
         happy=parse_path(f"{where}.happy", raw["happy"]),
         compensated=parse_path(f"{where}.compensated", raw["compensated"]),

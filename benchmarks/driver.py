@@ -713,19 +713,9 @@ def native_install(client: Client, build_dir: Path = BUILD_DIR) -> Path:
     return target
 
 
-def _interpreter() -> str:
-    """The interpreter itself, not the venv's launcher: with -S no site-packages is visible."""
-    return str(getattr(sys, "_base_executable", sys.executable))
-
-
 def _probe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {
-        "PATH": "/usr/bin:/bin",
-        "AWS_REGION": "eu-west-1",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "example",
-        "AWS_SESSION_TOKEN": "example",
+        **lambda_image.RUNTIME_ENVIRONMENT,
         "AWS_EC2_METADATA_DISABLED": "true",
         **(extra or {}),
     }
@@ -733,7 +723,16 @@ def _probe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _import_run(path: Sequence[Path], mode: str, targets: str) -> tuple[float, int, int]:
     done = subprocess.run(
-        [_interpreter(), "-I", "-S", "-c", _IMPORT_PROBE, ":".join(map(str, path)), mode, targets],
+        [
+            lambda_image.interpreter(),
+            "-I",
+            "-S",
+            "-c",
+            _IMPORT_PROBE,
+            ":".join(map(str, path)),
+            mode,
+            targets,
+        ],
         env=_probe_env(),
         check=False,
         capture_output=True,
@@ -790,7 +789,7 @@ def first_queries(
         for c in drivers if i % 2 == 0 else list(reversed(drivers)):
             done = subprocess.run(
                 [
-                    _interpreter(),
+                    lambda_image.interpreter(),
                     "-I",
                     "-S",
                     "-c",

@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from infra.bundling import BUILD_DIR, REPO_ROOT, build_layer, compile_unchecked
+from benchmarks.cost import TEMPLATES, load_template
+from infra.bundling import BUILD_DIR, build_layer, compile_unchecked
 from infra.config import LAMBDA_PIP_PLATFORMS
 from infra.functions import HANDLERS
-
-CDK_OUT: Final = {"dev": REPO_ROOT / "cdk.out", "prod": REPO_ROOT / "cdk.out.prod"}
 
 # What the python3.13 runtime itself provides (ADR 0002); nothing else may come from it.
 RUNTIME_PROVIDED: Final = ("boto3", "botocore", "s3transfer")
@@ -90,6 +89,18 @@ def runtime_standin(build_dir: Path = BUILD_DIR) -> Path:
     return target
 
 
+# What Lambda's runtime puts in every environment, as far as a local import needs it (fake
+# role credentials: nothing here may reach AWS).
+RUNTIME_ENVIRONMENT: Final = {
+    "PATH": "/usr/bin:/bin",
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "example",
+    "AWS_SESSION_TOKEN": "example",
+}
+
+
 def lambda_environment(
     name: str, function_props: Mapping[str, Any], *, task_root: str = "/var/task"
 ) -> dict[str, str]:
@@ -103,12 +114,7 @@ def lambda_environment(
     }
     return {
         **env,
-        "PATH": "/usr/bin:/bin",
-        "AWS_REGION": "eu-west-1",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "example",
-        "AWS_SESSION_TOKEN": "example",
+        **RUNTIME_ENVIRONMENT,
         "AWS_LAMBDA_FUNCTION_NAME": f"orders-saga-{name}",
         "AWS_LAMBDA_FUNCTION_VERSION": "1",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function_props["MemorySize"]),
@@ -119,11 +125,12 @@ def lambda_environment(
 
 
 def template(stage: str = "dev", outdir: Path | None = None) -> dict[str, Any]:
-    """The stage's synthesized template (``make synth`` writes it)."""
-    path = (outdir or CDK_OUT[stage]) / f"OrdersSaga-{stage}.template.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `make synth` first")
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    """The stage's synthesized template (``make synth`` writes it), or the one in ``outdir``."""
+    if outdir is None:
+        return load_template(stage)
+    loaded: dict[str, Any] = json.loads(
+        (outdir / f"OrdersSaga-{stage}.template.json").read_text(encoding="utf-8")
+    )
     return loaded
 
 
@@ -153,7 +160,7 @@ def uploaded_assets(outdir: Path, stage: str) -> dict[str, Path]:
 def built_assets(stage: str = "dev", outdir: Path | None = None) -> tuple[Path, Path]:
     """(code asset dir, layer asset dir) shared by every function, as ADR 0002 says: resolved
     from each function's Code.S3Key and its layer's Content.S3Key, as CloudFormation does."""
-    outdir = outdir or CDK_OUT[stage]
+    outdir = outdir or TEMPLATES[stage].parent
     tmpl = template(stage, outdir)
     uploaded = uploaded_assets(outdir, stage)
     codes: set[Path] = set()

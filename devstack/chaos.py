@@ -817,8 +817,8 @@ def build_report(
         ],
         # F07: a hung dependency held an invocation until the platform killed it.
         "killed at the function timeout": [f"invocation {n + 1}" for n in range(timeouts)],
-        # F01/F09: a crashed attempt must not fail its order: the retry waits out the
-        # attempt's in-progress record and replays the side effect by its key.
+        # F01/F09: a crashed attempt must not fail its order: the saga steps keep no
+        # in-progress record (ADR 0012), so the retry replays the side effect by its key.
         "failed behind a crashed attempt": [
             oid
             for oid in failed

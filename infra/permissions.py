@@ -49,7 +49,7 @@ _IDEMPOTENCY_GET: Final = (
     "returns it, so the read is a fallback that must not fail closed on AccessDenied"
 )
 _IDEMPOTENCY_DELETE: Final = (
-    "Powertools idempotency deletes the in-progress record when the wrapped step raises, so "
+    "Powertools idempotency deletes the in-progress record when the wrapped unit raises, so "
     "the retry can run (F01); a function that did not fail in the recorded runs shows no delete"
 )
 

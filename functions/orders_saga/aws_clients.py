@@ -3,9 +3,9 @@
 Clients are created on first use and cached for the life of the execution environment (F04);
 no import makes a network call (tests/catalogue/test_f04_cold_start.py).
 
-Clients come from botocore, not boto3 (issue 12): boto3 would add s3transfer and its own
-session layer to every cold start (about 25 % of a bare ``boto3.client`` init, measured in
-docs/performance.md) for nothing we call. One botocore session serves every client, so the
+Clients come from botocore, not boto3 (issue 12): importing boto3 also imports s3transfer and
+boto3's own session layer at every cold start, for nothing we call (docs/performance.md lists
+what each function loads). One botocore session serves every client, so the
 endpoint and partition data are loaded once per environment, not once per client.
 """
 

@@ -1,9 +1,10 @@
 """Idempotency settings in one place (F01, F10).
 
-Records live in DynamoDB (pk ``id``, TTL ``expiration``). Every side-effecting unit is keyed
-on business identity with a stable ``key_prefix`` (the step name), validates the payload (same
-key + different payload is an error, not a silent replay), and registers the Lambda context
-so an in-progress record expires with the invocation that created it. A replayed result emits
+Records live in DynamoDB (pk ``id``, TTL ``expiration``). Two units keep them (ADR 0012):
+``place_order`` in the Api and ``start_saga`` in the Intake. Each is keyed on business identity
+with a stable ``key_prefix``, validates the payload (same key + different payload is an error,
+not a silent replay), and registers the Lambda context so an in-progress record expires with
+the invocation that created it. A replayed result emits
 the ``DuplicatesSuppressed`` metric (F01 detection).
 
 A Powertools persistence layer keeps the first configuration it is given, so each use case

@@ -1,4 +1,4 @@
-"""What every saga task handler shares: observability, context registration, error names.
+"""What every saga task handler shares: observability, the health check, error names.
 
 A saga handler is one line (``handler = saga_task_handler(step)``); each step's logic lives in
 its own module under ``logic/saga/``. Exceptions leave the handler with their class name as the
