@@ -106,7 +106,7 @@ class CallsPerOrder:
 
 
 def logical_name(physical: str) -> str:
-    """``OrdersSaga-dev-ApiFunctionAB12...`` -> ``Api``."""
+    """``<stack>-ApiFunctionAB12...`` -> ``Api``."""
     for name in sorted(HANDLERS, key=len, reverse=True):
         if f"{name}Function" in physical:
             return name

@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from benchmarks import prices as P
+from infra.service import this_service
 
 Workflow = Literal["STANDARD", "EXPRESS"]
 WORKFLOWS: Final[tuple[Workflow, ...]] = ("STANDARD", "EXPRESS")
@@ -96,8 +97,8 @@ STAGES: Final = ("dev", "prod")
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 TEMPLATES: Final = {
-    "dev": ROOT / "cdk.out" / "OrdersSaga-dev.template.json",
-    "prod": ROOT / "cdk.out.prod" / "OrdersSaga-prod.template.json",
+    "dev": this_service().template_path("dev", ROOT),
+    "prod": this_service().template_path("prod", ROOT),
 }
 PROFILE_FILE: Final = ROOT / "docs" / "performance.json"
 PROFILE_KEY: Final = "order_profile"
@@ -1560,7 +1561,7 @@ def render_text(report: Report) -> str:
     out: list[str] = []
     happy_share = 1 - report.compensated_share
     out.append(
-        f"orders-saga {report.stage}: cost per 1M orders ({happy_share:.0%} happy, "
+        f"{report.stage}: cost per 1M orders ({happy_share:.0%} happy, "
         f"{report.compensated_share:.0%} compensated)"
     )
     rows = _side_by_side(report)
@@ -1572,7 +1573,9 @@ def render_text(report: Report) -> str:
             f"{row[3]:>{widths[3]}}  {row[4]}".rstrip()
         )
     out.append("")
-    out.append(f"orders-saga {report.stage}: fixed cost per month ({P.HOURS_PER_MONTH} h)")
+    out.append(
+        f"{this_service().name} {report.stage}: fixed cost per month ({P.HOURS_PER_MONTH} h)"
+    )
     fixed_rows = [
         (
             line.name + _mark(line) + ("" if line.idle else " (with traffic)"),

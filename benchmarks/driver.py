@@ -74,9 +74,10 @@ from devstack.postgres import LocalPostgres
 from devstack.tls import LocalCertificateAuthority
 from infra.bundling import BUILD_DIR, LOCK_FILE, compile_unchecked
 from infra.config import LAMBDA_PIP_PLATFORMS, LAMBDA_PYTHON_VERSION
+from infra.service import this_service
 
 YARDSTICK: Final = "import boto3; boto3.client('sqs', region_name='eu-west-1')"
-APPLICATION_NAME: Final = "orders-saga"
+APPLICATION_NAME: Final = this_service().name
 CONNECT_TIMEOUT_S: Final = 5
 ROWS: Final = 100
 BLOCKS: Final = 10  # each workload's iterations are split in blocks, drivers alternating
@@ -664,7 +665,7 @@ if sys.argv[2] == "psycopg":
     conn = psycopg.connect(
         host=db["host"], port=db["port"], dbname=db["dbname"], user=db["user"],
         password=db["password"], connect_timeout=5, sslmode="verify-full",
-        sslrootcert=db["ca"], application_name="orders-saga", prepare_threshold=None,
+        sslrootcert=db["ca"], application_name=db["application_name"], prepare_threshold=None,
     )
     t2 = time.perf_counter()
     conn.execute(sql, (1,)).fetchone()
@@ -677,7 +678,8 @@ else:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     conn = pg8000.dbapi.connect(
         user=db["user"], host=db["host"], port=db["port"], database=db["dbname"],
-        password=db["password"], ssl_context=context, timeout=5, application_name="orders-saga",
+        password=db["password"], ssl_context=context, timeout=5,
+        application_name=db["application_name"],
         sock=sock,
     )
     t2 = time.perf_counter()
@@ -783,7 +785,7 @@ def cold_imports(
 def first_queries(
     drivers: Sequence[Client], installs: dict[str, Path], ep: Endpoint, runs: int
 ) -> dict[str, dict[str, Timing]]:
-    env = _probe_env({"BENCH_DB": json.dumps(asdict(ep))})
+    env = _probe_env({"BENCH_DB": json.dumps({**asdict(ep), "application_name": APPLICATION_NAME})})
     samples: dict[str, list[dict[str, float]]] = {c.name: [] for c in drivers}
     for i in range(runs + 1):
         for c in drivers if i % 2 == 0 else list(reversed(drivers)):

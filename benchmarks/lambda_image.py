@@ -28,6 +28,7 @@ from benchmarks.cost import TEMPLATES, load_template
 from infra.bundling import BUILD_DIR, build_layer, compile_unchecked
 from infra.config import LAMBDA_PIP_PLATFORMS
 from infra.functions import HANDLERS
+from infra.service import this_service
 
 # What the python3.13 runtime itself provides (ADR 0002); nothing else may come from it.
 RUNTIME_PROVIDED: Final = ("boto3", "botocore", "s3transfer")
@@ -115,7 +116,7 @@ def lambda_environment(
     return {
         **env,
         **RUNTIME_ENVIRONMENT,
-        "AWS_LAMBDA_FUNCTION_NAME": f"orders-saga-{name}",
+        "AWS_LAMBDA_FUNCTION_NAME": f"{this_service().name}-{name}",
         "AWS_LAMBDA_FUNCTION_VERSION": "1",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function_props["MemorySize"]),
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
@@ -129,7 +130,7 @@ def template(stage: str = "dev", outdir: Path | None = None) -> dict[str, Any]:
     if outdir is None:
         return load_template(stage)
     loaded: dict[str, Any] = json.loads(
-        (outdir / f"OrdersSaga-{stage}.template.json").read_text(encoding="utf-8")
+        (outdir / f"{this_service().stack(stage)}.template.json").read_text(encoding="utf-8")
     )
     return loaded
 
@@ -147,7 +148,7 @@ def function_properties(tmpl: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]
 
 def uploaded_assets(outdir: Path, stage: str) -> dict[str, Path]:
     """S3 object key -> the staged directory CDK zips and uploads under that key."""
-    manifest = outdir / f"OrdersSaga-{stage}.assets.json"
+    manifest = outdir / f"{this_service().stack(stage)}.assets.json"
     files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
     return {
         destination["objectKey"]: outdir / entry["source"]["path"]

@@ -99,7 +99,7 @@ from devstack.moto_process import (
     MotoProcess,
     endpoint_env_var,
 )
-from devstack.template import LOCAL_ACCOUNT_ID, CfnTemplate, Resolver, TemplateError
+from devstack.template import CfnTemplate, Resolver, TemplateError
 
 _SFN_TASK_MODULES: Final = (lambda_eval_utils, state_task_service_sqs)
 
@@ -329,6 +329,9 @@ class LocalAws:
 
     def start(self) -> LocalResources:
         # The second moto process boots (imports moto) while this one starts its own server.
+        # The template's account (service.yml): both moto servers serve it, so the ARNs CDK
+        # baked into policies and environment variables match the local resources.
+        self._set_env("MOTO_ACCOUNT_ID", self.template.account_id)
         separate = MotoProcess(_free_port())
         separate.start()
         self._undo.append(separate.stop)
@@ -555,7 +558,7 @@ class LocalAws:
 
     def _create_all(self) -> LocalResources:
         t, r = self.template, self.resolver
-        account, region = LOCAL_ACCOUNT_ID, t.region
+        account, region = t.account_id, t.region
         self._preregister_deterministic(account, region)
         role = self.client("iam").create_role(
             RoleName="devstack-execution-role",
@@ -917,6 +920,7 @@ class LocalAws:
                 memory_mb=fn.memory_mb,
                 environment={**env, **self._aws_env()},
                 region=t.region,
+                account_id=t.account_id,
                 version=version,
                 invoked_function_arn=alias_arn,
                 code_root=self.code_root,

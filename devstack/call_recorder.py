@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from devstack.template import CfnTemplate, Physical
 
 CALL_LOG_DIR_ENV: Final = "DEVSTACK_CALL_LOG_DIR"
+ACCOUNT_ENV: Final = "DEVSTACK_ACCOUNT_ID"  # the account the local AWS serves (the template's)
 """Set for a worker: record into this directory. Set for ``LocalStack``: the default of its
 ``call_log_dir`` (each run gets a subdirectory)."""
 RESOURCES_FILE: Final = "resources.json"
@@ -347,11 +348,12 @@ def install_from_environment() -> CallRecorder | None:
     """In a worker: record when ``DEVSTACK_CALL_LOG_DIR`` says where. The variable is removed
     again, so the handler sees exactly the environment the template gives it."""
     directory = os.environ.pop(CALL_LOG_DIR_ENV, "")
+    account_id = os.environ.pop(ACCOUNT_ENV, "") or DEFAULT_ACCOUNT_ID
     if not directory:
         return None
     function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "unknown")
     path = Path(directory) / f"{function}.{os.getpid()}{CALLS_SUFFIX}"
-    return install(CallRecorder(path, function=function))
+    return install(CallRecorder(path, function=function, account_id=account_id))
 
 
 # --- one recording per local stack run --------------------------------------------------------

@@ -13,7 +13,7 @@ bounded pool of client threads. Faults, each with its own rate flag:
   the response reaches it (``CrashAfterCharge``; F01/F09): the retry must wait out the dead
   attempt's idempotency record and replay the charge, never book a second one;
 * DB connection drop: a background thread terminates the functions' PostgreSQL backends
-  (``application_name = 'orders-saga'``) with ``pg_terminate_backend`` at random moments (F06);
+  (``application_name`` = the service name) with ``pg_terminate_backend`` at random moments (F06);
 * hot SKUs: a few SKUs with little stock that many orders compete for (F10);
 * a reused Idempotency-Key: the client POSTs a different order with the key of an accepted
   one (F01: it must get a 4xx, never the other order's 202);
@@ -73,8 +73,9 @@ from devstack.invariants import TERMINAL, Records
 from devstack.lambda_runtime import LogRecord, discard_logs
 from devstack.payment_provider import PaymentProvider, _DropConnection
 from devstack.stack import LocalStack
+from infra.service import this_service
 
-APP_NAME = "orders-saga"  # the functions' PostgreSQL application_name (adapters/database.py)
+APP_NAME = this_service().name  # the functions' PostgreSQL application_name (adapters/database.py)
 REGULAR_SKUS = 8
 CUSTOMERS = 8
 HOT_SHARE = 0.3  # share of orders with a hot SKU line when --hot-skus > 0

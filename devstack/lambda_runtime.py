@@ -104,6 +104,7 @@ class FunctionConfig:
     memory_mb: int = 128
     environment: Mapping[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
+    account_id: str = "123456789012"  # moto's default; LocalAws passes the template's
     version: str = "$LATEST"
     invoked_function_arn: str = ""  # the alias ARN callers use; default: unqualified ARN
     code_root: Path = DEFAULT_CODE_ROOT
@@ -112,8 +113,7 @@ class FunctionConfig:
 
     @property
     def function_arn(self) -> str:
-        account = self.environment.get("AWS_ACCOUNT_ID", "123456789012")
-        return f"arn:aws:lambda:{self.region}:{account}:function:{self.function_name}"
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
 
 
 def _error_payload(error_type: str, message: str, trace: list[str] | None = None) -> str:

@@ -233,7 +233,7 @@ class LocalPgBouncer:
         pg = self.postgres
         config = root / "pgbouncer.ini"
         config.write_text(
-            "; orders-saga devstack (devstack/pgbouncer.py): refuses what RDS Proxy refuses\n"
+            "; devstack (devstack/pgbouncer.py): refuses what RDS Proxy refuses\n"
             "[databases]\n"
             f"{pg.dbname} = host={pg.host} port={pg.port} dbname={pg.dbname}\n"
             "[pgbouncer]\n"

@@ -466,7 +466,7 @@ class LocalPostgres:
             hand_over((cert_file, key_file), self._account.pw_uid, self._account.pw_gid)
         # rds.force_ssl=1: TCP clients must use TLS; anything else is refused, as in RDS.
         (data / "pg_hba.conf").write_text(
-            "# orders-saga devstack (devstack/postgres.py): TLS only over TCP, like rds.force_ssl\n"
+            "# devstack (devstack/postgres.py): TLS only over TCP, like rds.force_ssl\n"
             "local     all all              scram-sha-256\n"
             f"hostssl   all all {LOOPBACK}/32 scram-sha-256\n"
             "hostnossl all all 0.0.0.0/0    reject\n"
@@ -475,7 +475,7 @@ class LocalPostgres:
         # Appended settings override the defaults above them (last one wins).
         with conf.open("a") as f:
             f.write(
-                "\n# --- orders-saga devstack (devstack/postgres.py) ---\n"
+                "\n# --- devstack (devstack/postgres.py) ---\n"
                 f"listen_addresses = '{LOOPBACK}'\n"
                 f"unix_socket_directories = '{self._root / 'sock'}'\n"
                 f"max_connections = {self.max_connections}\n"

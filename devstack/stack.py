@@ -17,8 +17,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,8 +27,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from devstack.aws import DEFAULT_PAYMENT_API_KEY, TRACING_OFF_ENV, LocalAws, LocalResources
-from devstack.call_recorder import CALL_LOG_DIR_ENV, start_recording
+from devstack import sqs_move_tasks
+from devstack.aws import (
+    DEFAULT_PAYMENT_API_KEY,
+    LOCAL_CREDENTIALS,
+    TRACING_OFF_ENV,
+    LocalAws,
+    LocalResources,
+)
+from devstack.call_recorder import ACCOUNT_ENV, CALL_LOG_DIR_ENV, start_recording
 from devstack.differences import announce
 from devstack.event_source import SqsEventSourcePoller
 from devstack.gateway import LocalApiGateway
@@ -35,8 +43,9 @@ from devstack.lambda_runtime import FunctionPool, Invoker, InvokeResult, LogReco
 from devstack.payment_provider import PaymentProvider
 from devstack.pgbouncer import LocalPgBouncer
 from devstack.postgres import DEFAULT_MAX_CONNECTIONS, LocalPostgres, PostgresSettings
-from devstack.template import CfnTemplate
+from devstack.template import CfnTemplate, TemplateError
 from devstack.tls import LocalCertificateAuthority
+from ops.local_map import DEFAULT_ENDPOINT, LocalStackMap
 
 Say = Callable[[str], None]
 LogSink = Callable[[LogRecord], None]
@@ -134,7 +143,7 @@ class LocalStack:
         self,
         *,
         cdk_out: Path = Path("cdk.out"),
-        stack_name: str = "OrdersSaga-dev",
+        stack_name: str | None = None,
         pool_size: int = 2,
         retry_sleep_scale: float = 0.01,
         catalogue: tuple[tuple[str, str, int, int], ...] = DEMO_CATALOGUE,
@@ -245,6 +254,7 @@ class LocalStack:
             say=self.say,
         )
         self.resources = self._exit.enter_context(self.aws)
+        self._exit.enter_context(self._message_move_tasks())
         self._start_functions()
         self._migrate_and_seed()
         self._start_intake()
@@ -296,7 +306,7 @@ class LocalStack:
         if self.call_log_dir is None:
             return {}
         self.call_log = start_recording(self.call_log_dir, aws.template, aws.resolver.physical)
-        return {CALL_LOG_DIR_ENV: str(self.call_log)}
+        return {CALL_LOG_DIR_ENV: str(self.call_log), ACCOUNT_ENV: aws.template.account_id}
 
     def invoker(self, handler_module: str) -> Invoker:
         """The pool of the function whose handler module ends in ``handler_module``."""
@@ -485,6 +495,17 @@ class LocalStack:
         )
         self.gateway.start()
 
+    def _message_move_tasks(self) -> AbstractContextManager[object]:
+        """DLQ redrive (SQS message move tasks), which moto lacks, served in this process."""
+        aws, _ = self._aws()
+        announce(
+            self.say,
+            "sqs-message-move-tasks",
+            "SQS StartMessageMoveTask / ListMessageMoveTasks / CancelMessageMoveTask served by "
+            "the local stack (moto has none): a DLQ's messages go back to its one source queue",
+        )
+        return sqs_move_tasks.served(lambda: aws.client("sqs"))
+
     def _proxy_pool_size(self) -> int:
         """The proxy's share of the local server's connections, as the template sizes RDS
         Proxy's (MaxConnectionsPercent of max_connections); 100 is LocalPostgres' default."""
@@ -501,6 +522,35 @@ class LocalStack:
         if self.gateway is None:
             raise RuntimeError("the local stack is not running")
         return self.gateway.base_url
+
+    def resource_map(self) -> LocalStackMap:
+        """What ``orders-ops`` and ``python -m devstack token`` need to reach this running stack
+        (ops/local_map.py): endpoints, credentials, and the template's outputs as they resolve
+        here, under their CloudFormation output keys."""
+        aws, resources = self._aws()
+        api_url = self.api_url
+        outputs: dict[str, str] = {}
+        for key, output in self.template.body.get("Outputs", {}).items():
+            value = output.get("Value")
+            if ".execute-api." in json.dumps(value):
+                outputs[key] = f"{api_url}/"  # the deployed URL's form, trailing slash included
+                continue
+            try:
+                outputs[key] = aws.resolver.resolve_str(value)
+            except TemplateError:
+                continue  # a resource the local stack does not create (the alarm topic, ...)
+        return LocalStackMap(
+            pid=os.getpid(),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            stack_name=self.template.stack_name,
+            region=resources.region,
+            endpoints={DEFAULT_ENDPOINT: aws.endpoint_url, **aws.service_endpoints},
+            access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            outputs=outputs,
+            api_url=api_url,
+            db_dsn=None if self.postgres is None else self.postgres.conninfo(),
+        )
 
     def customer_token(self, username: str) -> str:
         """An Id token of the local pool's user ``username``, created on first use (runs that

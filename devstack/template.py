@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from infra.service import this_service
+
 LOCAL_ACCOUNT_ID: Final = "123456789012"
 """moto's default account: every local ARN carries it."""
 
@@ -60,7 +62,7 @@ class Resource:
 
     @property
     def cdk_path(self) -> str | None:
-        """``OrdersSaga-dev/Functions/Api/Resource``: the readable name of a CDK construct."""
+        """``<stack>/Functions/Api/Resource``: the readable name of a CDK construct."""
         path = self.metadata.get("aws:cdk:path")
         return path if isinstance(path, str) else None
 
@@ -174,7 +176,7 @@ class CfnTemplate:
     def load(
         cls,
         cdk_out: Path | str = "cdk.out",
-        stack_name: str = "OrdersSaga-dev",
+        stack_name: str | None = None,
         *,
         region: str | None = None,
     ) -> CfnTemplate:
@@ -184,12 +186,16 @@ class CfnTemplate:
         environment-agnostic stack has ``unknown-region``; then us-east-1, like the CLI).
         """
         out = Path(cdk_out)
+        stack_name = stack_name or this_service().stack("dev")
         path = out / f"{stack_name}.template.json"
         if not path.is_file():
             raise TemplateError(f"{path} not found: run `npx cdk synth -q -c stage=dev` first")
         text = path.read_text(encoding="utf-8")
         region = region or _manifest_region(out, stack_name) or _literal_region(text)
-        return cls(json.loads(text), stack_name=stack_name, region=region)
+        # The stage's account (service.yml) is baked into the template's ARNs; the local
+        # AWS serves that account (MOTO_ACCOUNT_ID), so every ARN matches.
+        account = _manifest_account(out, stack_name) or LOCAL_ACCOUNT_ID
+        return cls(json.loads(text), stack_name=stack_name, region=region, account_id=account)
 
     # generic access
 
@@ -610,15 +616,26 @@ def _required_params(params: Mapping[str, Any], location: str) -> tuple[str, ...
     )
 
 
-def _manifest_region(cdk_out: Path, stack_name: str) -> str | None:
+def _manifest_environment(cdk_out: Path, stack_name: str) -> tuple[str, str]:
+    """(account, region) of ``aws://<account>/<region>`` in the cloud assembly's manifest."""
     manifest = cdk_out / "manifest.json"
     if manifest.is_file():
         artifacts = json.loads(manifest.read_text(encoding="utf-8")).get("artifacts", {})
         env = str(artifacts.get(stack_name, {}).get("environment", ""))
-        region = env.rsplit("/", 1)[-1] if env.startswith("aws://") else ""
-        if region and region != "unknown-region":
-            return region
-    return None
+        if env.startswith("aws://") and env.count("/") == 3:
+            account, region = env.removeprefix("aws://").split("/")
+            return account, region
+    return "", ""
+
+
+def _manifest_region(cdk_out: Path, stack_name: str) -> str | None:
+    region = _manifest_environment(cdk_out, stack_name)[1]
+    return region if region and region != "unknown-region" else None
+
+
+def _manifest_account(cdk_out: Path, stack_name: str) -> str | None:
+    account = _manifest_environment(cdk_out, stack_name)[0]
+    return account if account.isdigit() else None
 
 
 def _literal_region(text: str) -> str:

@@ -38,7 +38,7 @@ class LocalCertificateAuthority:
     EC P-256 keys: generating them costs microseconds, RSA keys would cost most of a second.
     """
 
-    def __init__(self, directory: Path, *, name: str = "orders-saga local run CA") -> None:
+    def __init__(self, directory: Path, *, name: str = "devstack local run CA") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())

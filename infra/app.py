@@ -12,13 +12,8 @@ import aws_cdk as cdk
 from infra.config import stage_config
 from infra.guardrails import apply_guardrails
 from infra.nag import add_nag
-from infra.stack import OrdersSagaStack
-
-# Used when neither context nor the CDK CLI supplies an environment (no credentials): the
-# availability zones for it are in cdk.json, so an offline synth never looks anything up.
-OFFLINE_ACCOUNT = "123456789012"
-OFFLINE_REGION = "eu-west-1"
-
+from infra.service import this_service
+from infra.stack import ServiceStack
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
@@ -38,23 +33,32 @@ def _context(app: cdk.App, key: str) -> str | None:
     return str(value) if value else None
 
 
+def _offline_availability_zones(app: cdk.App, account: str, region: str) -> None:
+    """Without credentials CDK cannot look up the region's availability zones, and synth would
+    stop. Offline, assume the first three letters (the VPC uses 2 AZs). With credentials the
+    CLI sets CDK_DEFAULT_ACCOUNT and CDK looks the real ones up (some regions skip a letter)
+    and records them in cdk.context.json: commit that file before deploying."""
+    key = f"availability-zones:account={account}:region={region}"
+    if os.environ.get("CDK_DEFAULT_ACCOUNT") is None and app.node.try_get_context(key) is None:
+        app.node.set_context(key, [f"{region}{zone}" for zone in "abc"])
+
+
 def build_app(stage: str | None = None, *, outdir: str | None = None) -> cdk.App:
     app = cdk.App(context=_cdk_json_context(), outdir=outdir)
     name = stage or _context(app, "stage") or "dev"
     config = stage_config(name)
-    account = _context(app, "account") or os.environ.get("CDK_DEFAULT_ACCOUNT")
-    region = _context(app, "region")
-    if account is None:
-        # No credentials: the CLI still exports a default region (us-east-1), but without an
-        # account the pair is unusable; fall back to the offline pair whose AZs are in cdk.json.
-        account, region = OFFLINE_ACCOUNT, region or OFFLINE_REGION
-    region = region or os.environ.get("CDK_DEFAULT_REGION") or OFFLINE_REGION
-    OrdersSagaStack(
+    service = this_service()
+    # The stage's account and region come from service.yml, never from whatever credentials
+    # happen to be active: deploying with another account's credentials fails instead of
+    # creating the stage in the wrong account.
+    target = service.stage(config.name)
+    _offline_availability_zones(app, target.account, target.region)
+    ServiceStack(
         app,
-        f"OrdersSaga-{config.name}",
+        service.stack(config.name),
         config=config,
-        env=cdk.Environment(account=account, region=region),
-        description=f"orders-saga ({config.name}): hardened order saga",
+        env=cdk.Environment(account=target.account, region=target.region),
+        description=f"{service.name} ({config.name}): hardened order saga",
     )
     apply_guardrails(app)
     add_nag(app)

@@ -198,7 +198,7 @@ def dependencies_layer(scope: Construct, construct_id: str) -> lambda_.LayerVers
     return lambda_.LayerVersion(
         scope,
         construct_id,
-        description="orders-saga dependencies from functions/requirements.lock",
+        description="function dependencies from functions/requirements.lock",
         compatible_runtimes=[LAMBDA_RUNTIME],
         compatible_architectures=[LAMBDA_ARCHITECTURE],
         code=lambda_.Code.from_asset(

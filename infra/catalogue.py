@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-RUNBOOK_BASE_URL: Final = "https://github.com/orders-saga/orders-saga/blob/main/"
+from infra.service import this_service
+
+# Alarm descriptions link the runbooks in the service's own repository (service.yml).
+RUNBOOK_BASE_URL: Final = f"{this_service().repository_url}/blob/main/"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
+from infra.service import this_service
+
 # F16: runtime and architecture are set here and nowhere else. scripts/bootstrap.sh,
 # infra/bundling.py (pip --python-version) and the tests read LAMBDA_PYTHON_VERSION.
 LAMBDA_PYTHON_VERSION = "3.13"
@@ -48,9 +50,9 @@ FUNCTION_NAMES = (
 # F12: CodeDeploy's BeforeAllowTraffic hook (infra/deployments.py). It talks only to the
 # Lambda and CodeDeploy APIs, so it is outside the VPC and outside the connection budget.
 PRE_TRAFFIC_HOOK = "PreTrafficHook"
-# Powertools Metrics namespace (EMF): the functions emit into it (observability.py passes the
-# same literal), the alarms and the dashboard read from it.
-METRICS_NAMESPACE = "OrdersSaga"
+# Powertools Metrics namespace (EMF), from service.yml: the functions get it as
+# POWERTOOLS_METRICS_NAMESPACE, the alarms and the dashboard read from the same value.
+METRICS_NAMESPACE = this_service().metrics_namespace
 # The functions that open a PostgreSQL connection (docs/architecture.md, "talks to"): every
 # service function holds one connection (ADR 0004).
 DB_FUNCTIONS = frozenset(FUNCTION_NAMES) - {PRE_TRAFFIC_HOOK}
@@ -349,7 +351,7 @@ class StageConfig:
     # Stateful resources (table, queues, logs) in this stage: DESTROY only where data is
     # disposable.
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
-    service: str = "orders-saga"
+    service: str = field(default_factory=lambda: this_service().name)
 
     def __post_init__(self) -> None:
         missing = set(FUNCTION_NAMES) - set(self.functions)
@@ -497,13 +499,14 @@ def _functions(**settings: tuple[int, int, int]) -> Mapping[str, FunctionSetting
 
 
 def _tags(stage: str) -> Mapping[str, str]:
-    # F18: every resource carries an owner and a cost centre.
+    # F18: every resource carries an owner and a cost centre (service.yml).
+    answers = this_service()
     return MappingProxyType(
         {
-            "service": "orders-saga",
-            "owner": "orders-team",
+            "service": answers.name,
+            "owner": answers.owner,
             "stage": stage,
-            "cost-centre": "cc-4711-orders",
+            "cost-centre": answers.cost_centre,
         }
     )
 
@@ -552,7 +555,7 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
                 removal_policy=RemovalPolicy.DESTROY,
             ),
             network=NetworkSettings(max_azs=2, nat_gateways=1, interface_endpoints=False),
-            payment=PaymentSettings(api_url="https://sandbox.payments.example.com"),
+            payment=PaymentSettings(api_url=this_service().stage("dev").payment_api_url),
             retry=RetryBudget(),
             task_timeout_s=15,
             # F12: dev takes a new version at once; the pre-traffic hook still gates it.
@@ -563,10 +566,10 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             log_level="DEBUG",
             # `python -m benchmarks.cost --stage dev`: 10k test orders on top of the idle cost
             # (NAT, RDS, proxy, WAF, alarms), so the alarm means a runaway, not standing still.
-            monthly_budget_usd=200,
+            monthly_budget_usd=this_service().stage("dev").monthly_budget_usd,
             expected_monthly_orders=10_000,
             alarms=AlarmThresholds(),
-            alarm_emails=(),  # dev pages nobody; alarms are on the dashboard
+            alarm_emails=this_service().stage("dev").alarm_emails,
             tags=_tags("dev"),
             removal_policy=RemovalPolicy.DESTROY,
         ),
@@ -609,7 +612,7 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
                 removal_policy=RemovalPolicy.SNAPSHOT,
             ),
             network=NetworkSettings(max_azs=2, nat_gateways=2, interface_endpoints=True),
-            payment=PaymentSettings(api_url="https://api.payments.example.com"),
+            payment=PaymentSettings(api_url=this_service().stage("prod").payment_api_url),
             retry=RetryBudget(),
             task_timeout_s=15,
             # F12: 10 % of traffic for 5 minutes under the rollback alarms, then the rest.
@@ -619,7 +622,7 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
             log_retention=logs.RetentionDays.THREE_MONTHS,
             log_level="INFO",
             # `python -m benchmarks.cost --stage prod`: the stage's fixed cost plus 1M orders.
-            monthly_budget_usd=1500,
+            monthly_budget_usd=this_service().stage("prod").monthly_budget_usd,
             expected_monthly_orders=1_000_000,
             # Counts scale with prod's traffic (10x dev's throttle); rates and fractions do not.
             alarms=AlarmThresholds(
@@ -628,7 +631,7 @@ STAGES: Mapping[str, StageConfig] = MappingProxyType(
                 payment_refunds=20,
                 saga_step_errors=50,
             ),
-            alarm_emails=("orders-oncall@example.com",),
+            alarm_emails=this_service().stage("prod").alarm_emails,
             tags=_tags("prod"),
             removal_policy=RemovalPolicy.RETAIN,
         ),

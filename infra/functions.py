@@ -108,7 +108,7 @@ class HardenedFunction(Construct):
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"orders-saga {logical_name} ({config.name})",
+            description=f"{config.service} {logical_name} ({config.name})",
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -146,7 +146,7 @@ class HardenedFunction(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            description=f"orders-saga {logical_name} ({config.name})",
+            description=f"{config.service} {logical_name} ({config.name})",
             code=assets.code,
             layers=[assets.layer],
             handler=HANDLERS[logical_name],

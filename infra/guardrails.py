@@ -38,8 +38,8 @@ import aws_cdk as cdk
 import jsii
 from constructs import Construct, IConstruct
 
-TERMINAL_QUEUE_KEY: Final = "orders-saga:terminal-queue"
-ACKNOWLEDGED_KEY: Final = "orders-saga:guardrail-acknowledged"
+TERMINAL_QUEUE_KEY: Final = "hardening:terminal-queue"
+ACKNOWLEDGED_KEY: Final = "hardening:guardrail-acknowledged"
 CDK_PATH_KEY: Final = "aws:cdk:path"
 
 # CloudFormation / Lambda defaults, used when a property is absent.
@@ -648,7 +648,7 @@ def describe(violation: Violation, template: Mapping[str, Json]) -> str:
 
 # -- CDK integration ---------------------------------------------------------------------------
 
-PLUGIN_NAME: Final = "orders-saga-guardrails"
+PLUGIN_NAME: Final = "hardening-guardrails"
 PLUGIN_VERSION: Final = "1.0.0"
 CATALOGUE_IDS: Final = ("F02", "F02/F17", "F03", "F05", "F07", "F13", "F15", "F17", "F22")
 

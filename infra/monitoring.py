@@ -4,7 +4,7 @@ F05 budget and the service dashboard.
 Rules every alarm here follows (the contract):
 - The contract name is ``<catalogue id>-<what>``; per-function alarms carry the function's
   logical name (``F07-TakePayment-duration-near-timeout``). ``AlarmName`` is the stage's prefix
-  plus it (``StageConfig.alarm_name``: ``orders-saga-prod-F07-...``), so stages never collide.
+  plus it (``StageConfig.alarm_name``: ``<service>-prod-F07-...``), so stages never collide.
 - The description's first line says what fired and why it matters; the second is
   ``Runbook: <failure(id).runbook_url>`` (infra/catalogue.py).
 - ``TreatMissingData`` is explicit; alarm and OK actions go to the one KMS-encrypted topic.
@@ -53,8 +53,9 @@ from infra.nag import acknowledge
 from infra.queues import Queues
 
 # Powertools Metrics as the functions build it (functions/orders_saga/observability.py):
-# namespace "OrdersSaga", every business metric with the dimensions service=<service> and
-# stage=<stage> (a default dimension, so two stages in one account never share a metric).
+# namespace METRICS_NAMESPACE (service.yml), every business metric with the dimensions
+# service=<service> and stage=<stage> (a default dimension, so two stages in one account never
+# share a metric).
 # ColdStart comes from ``log_metrics(capture_cold_start_metric=True)`` as its own EMF blob with
 # service and function_name=<the function's physical name> only (Powertools adds no default
 # dimensions to it); the physical name carries the stack name, so it is per stage too.
@@ -206,14 +207,14 @@ class Monitoring(Construct):
         key = kms.Key(
             self,
             "AlarmTopicKey",
-            description=f"orders-saga {self._config.name} alarm topic",
+            description=f"{self._config.service} {self._config.name} alarm topic",
             enable_key_rotation=True,
             removal_policy=self._config.removal_policy,
         )
         self.topic = sns.Topic(
             self,
             "AlarmTopic",
-            display_name=f"orders-saga {self._config.name} alarms",
+            display_name=f"{self._config.service} {self._config.name} alarms",
             master_key=key,
             enforce_ssl=True,
         )
@@ -792,7 +793,7 @@ class Monitoring(Construct):
             create_alarm_dashboard=False,
         )
         facade = mc.MonitoringFacade(self, "Facade", dashboard_factory=factory)
-        facade.add_large_header(f"orders-saga ({self._config.name})")
+        facade.add_large_header(f"{self._config.service} ({self._config.name})")
         facade.add_widget(
             cloudwatch.AlarmStatusWidget(
                 title="Contract alarms (docs/operations-contract.md)",

@@ -110,7 +110,7 @@ def saga_log_settings(config: StageConfig) -> tuple[sfn.LogLevel, bool]:
     return sfn.LogLevel.ERROR, False
 
 
-class OrdersSaga(Construct):
+class OrderSaga(Construct):
     """The saga state machine wired to the step functions' aliases (F08).
 
     ``steps`` maps every name in ``SAGA_STEPS`` to the alias Step Functions invokes (aliases,
@@ -129,7 +129,7 @@ class OrdersSaga(Construct):
         super().__init__(scope, construct_id)
         missing = sorted(set(SAGA_STEPS) - set(steps))
         if missing:
-            raise ValueError(f"OrdersSaga needs an alias for every step; missing: {missing}")
+            raise ValueError(f"OrderSaga needs an alias for every step; missing: {missing}")
 
         self._config = config
         self._steps = steps

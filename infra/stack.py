@@ -1,4 +1,4 @@
-"""`OrdersSagaStack`: wires the constructs; every number comes from the StageConfig."""
+"""`ServiceStack`: wires the constructs; every number comes from the StageConfig."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from infra.monitoring import Monitoring
 from infra.nag import acknowledge
 from infra.network import FUNCTION_SUBNETS, Network
 from infra.queues import Queues
-from infra.saga import OrdersSaga, saga_log_settings
+from infra.saga import OrderSaga, saga_log_settings
 
 UNTAGGABLE = ["AWS::RDS::DBProxyTargetGroup"]
 # Node.js provider functions CDK creates and owns (one invocation per deploy, no traffic).
@@ -42,7 +42,7 @@ IDEMPOTENCY_ACTIONS = (
 )
 
 
-class OrdersSagaStack(cdk.Stack):
+class ServiceStack(cdk.Stack):
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
     ) -> None:
@@ -144,7 +144,7 @@ class OrdersSagaStack(cdk.Stack):
                     resource_arns=[payment_key.secret_arn],
                 )
 
-        self.saga = OrdersSaga(
+        self.saga = OrderSaga(
             self,
             "Saga",
             config=config,

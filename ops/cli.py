@@ -1,9 +1,12 @@
 """``orders-ops``: the operator's command line (docs/operations-contract.md, "Ops CLI").
 
 Resources come from the stack's CloudFormation outputs (``--stack``) or explicit options
-(the local stack, the tests). Exit codes: 0 ok, 1 refused or problem found, 2 usage error or
-unknown resource. ``build_parser`` is public: the runbook tests parse every command a
-runbook prints with it, so a runbook cannot document a command that does not exist.
+(the tests). A command that names neither, nor an endpoint, runs against the local stack of a
+running ``make serve`` when its resource map is there (ops/local_map.py) and says so on
+stderr; without one it fails as before, naming the flag. Exit codes: 0 ok, 1 refused or
+problem found, 2 usage error or unknown resource. ``build_parser`` is public: the runbook
+tests parse every command a runbook prints with it, so a runbook cannot document a command
+that does not exist.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any, Final, TextIO
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
+from infra.service import this_service
 from ops import dlq, intake, preflight, saga
 from ops.aws import AwsClients, error_code, error_message
 from ops.errors import EXIT_PROBLEM, OpsError
 from ops.idempotency import load_records
+from ops.local_map import DEFAULT_PATH, Lookup, find, used_note
 from ops.orders_db import load_order
 from ops.output import Report, emit
 from ops.resources import (
@@ -82,7 +87,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top_level: bool) -> 
 
     group = parser.add_argument_group("global options")
     group.add_argument("--json", action="store_true", default=default(False), help="JSON output")
-    group.add_argument("--stack", default=default(None), help="stack name, e.g. OrdersSaga-dev")
+    example = this_service().stack("dev")
+    group.add_argument("--stack", default=default(None), help=f"stack name, e.g. {example}")
     group.add_argument("--region", default=default(None), help="AWS region")
     group.add_argument("--endpoint-url", default=default(None), help="AWS endpoint (local stack)")
     group.add_argument(
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--template",
         type=Path,
         default=None,
-        help="synthesized template (default: cdk.out/ or cdk.out.prod/OrdersSaga-<stage>...)",
+        help="synthesized template (default: cdk.out/ or cdk.out.prod/<stack>...)",
     )
     return parser
 
@@ -208,8 +214,10 @@ def main(
     clients: AwsClients | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    local_map: Path = DEFAULT_PATH,
 ) -> int:
-    """Run one command. ``clients``, ``out`` and ``err`` are injectable for tests."""
+    """Run one command. ``clients``, ``out``, ``err`` and where a running local stack's
+    resource map would be (``local_map``) are injectable for tests."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -217,9 +225,15 @@ def main(
     except SystemExit as exit_:
         # argparse has printed the usage; return its code (2) instead of leaving the process.
         return exit_.code if isinstance(exit_.code, int) else EXIT_PROBLEM
-    clients = clients or AwsClients(region=args.region, endpoint_url=args.endpoint_url)
+    local = _local_stack(args, local_map, err)
+    if clients is None:
+        clients = (
+            AwsClients(region=args.region, endpoint_url=args.endpoint_url)
+            if local is None or local.local is None
+            else AwsClients.for_local_stack(local.local, region=args.region)
+        )
     try:
-        report = run(args, clients)
+        report = run(args, clients, local=local)
     except OpsError as error:
         return _fail(str(error), error.exit_code, as_json=args.json, out=out, err=err)
     except ClientError as error:
@@ -240,30 +254,70 @@ def _fail(message: str, code: int, *, as_json: bool, out: TextIO, err: TextIO) -
     return code
 
 
-def run(args: argparse.Namespace, clients: AwsClients) -> Report:
+def _names_a_target(args: argparse.Namespace) -> bool:
+    """Whether the command says where to act: then a local stack map is never consulted."""
+    return bool(
+        args.stack
+        or args.endpoint_url
+        or any(explicit_from_args(args).values())
+        # AWS_ENDPOINT_URL and its per-service forms (AWS_ENDPOINT_URL_DYNAMODB, ...).
+        or any(name.startswith("AWS_ENDPOINT_URL") for name in os.environ)
+    )
+
+
+def _local_stack(args: argparse.Namespace, path: Path, err: TextIO) -> Lookup | None:
+    """The running local stack's map when the command names no target; notes on stderr."""
+    if args.area == "preflight" or _names_a_target(args):
+        return None
+    lookup = find(path)
+    if lookup.local is not None:
+        err.write(f"orders-ops: {used_note(lookup.local, lookup.path)}\n")
+    elif lookup.note is not None:
+        err.write(f"orders-ops: {lookup.note}\n")
+    return lookup
+
+
+def run(args: argparse.Namespace, clients: AwsClients, *, local: Lookup | None = None) -> Report:
     if args.area == "preflight":
         return preflight.preflight(
             clients, args.stage, template_path=args.template, stack=args.stack
         )
-    resources = Resources(clients, stack=args.stack, explicit=explicit_from_args(args))
+    local_map = None if local is None else local.local
+    resources = Resources(
+        clients,
+        stack=args.stack,
+        explicit=explicit_from_args(args),
+        local_outputs=None if local_map is None else local_map.outputs,
+        local_source=f"the local stack map {local.path}" if local else "",
+    )
     if args.area == "dlq":
         queue = dlq.resolve_queue(args.queue, resources)
         if args.command == "inspect":
             return dlq.inspect(clients.sqs, queue, samples=args.samples, scan=args.scan)
-        return dlq.redrive(clients.sqs, queue, max_messages=args.max, rate=args.rate)
+        return dlq.redrive(
+            clients.sqs,
+            queue,
+            max_messages=args.max,
+            rate=args.rate,
+            endpoint_url=None if local_map is None else local_map.endpoint_for("sqs"),
+        )
     if args.area == "saga":
-        return _run_saga(args, clients, resources)
+        dsn: str | None = args.db_dsn or os.environ.get(DSN_ENV) or None
+        if dsn is None and local_map is not None:
+            dsn = local_map.db_dsn
+        return _run_saga(args, clients, resources, dsn)
     function = resources.get(INTAKE_FUNCTION)
     if args.command == "status":
         return intake.status(clients, function, uuid=args.uuid, peek_age=args.peek)
     return intake.switch(clients.lambda_, function, enable=args.command == "resume", uuid=args.uuid)
 
 
-def _run_saga(args: argparse.Namespace, clients: AwsClients, resources: Resources) -> Report:
+def _run_saga(
+    args: argparse.Namespace, clients: AwsClients, resources: Resources, dsn: str | None
+) -> Report:
     order_id = saga.check_order_id(args.order_id)
     arn = saga.execution_arn(resources.get(STATE_MACHINE), order_id)
     execution = saga.load_execution(clients.sfn, arn)
-    dsn: str | None = args.db_dsn or os.environ.get(DSN_ENV) or None
     if args.command == "redrive":
         loader = None if dsn is None else (lambda: load_order(dsn, order_id))
         return saga.redrive(

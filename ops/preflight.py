@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
+from infra.service import this_service
 from ops.aws import AwsClients, error_code
 from ops.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 from ops.output import Report
@@ -54,7 +55,7 @@ class Check:
 
 
 def stack_name(stage: str) -> str:
-    return f"OrdersSaga-{stage}"
+    return this_service().stack(stage)
 
 
 # -- 1. CDK bootstrap -------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def check_payment_secret(secretsmanager: Any, resources: list[dict[str, Any]] | 
     return Check("payment-api-key", "ok", f"{arns[0]} was set after creation")
 
 
-# -- 5./6. Placeholders in infra/config.py ----------------------------------------------------
+# -- 5./6. Placeholders in service.yml -------------------------------------------------------
 
 
 def is_placeholder_host(host: str) -> bool:
@@ -314,7 +315,7 @@ def is_placeholder_host(host: str) -> bool:
 
 
 def check_alarm_emails(config: StageConfig) -> Check:
-    fix = f"set alarm_emails in infra/config.py for {config.name} (who is paged)"
+    fix = f"set {config.name}_alarm_email in service.yml (who is paged)"
     if not config.alarm_emails:
         return Check("alarm-emails", "FAIL", "no alarm e-mail: alarms page nobody", fix)
     placeholders = [
@@ -335,8 +336,7 @@ def check_payment_url(config: StageConfig) -> Check:
             "payment-api-url",
             "FAIL",
             f"{url} is a placeholder: every payment would fail",
-            f"set payment=PaymentSettings(api_url='https://...') in infra/config.py for "
-            f"{config.name} (the provider's HTTPS endpoint)",
+            f"set {config.name}_payment_api_url in service.yml (the provider's HTTPS endpoint)",
         )
     return Check("payment-api-url", "ok", url)
 

@@ -23,7 +23,7 @@ find_python() {
   return 1
 }
 
-stamp=".venv/.orders-saga-lock"
+stamp=".venv/.bootstrap-lock"
 want="$(cat uv.lock requirements/bootstrap.txt | sha256sum | cut -d' ' -f1)"
 if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   py="$(find_python)"

@@ -1,6 +1,6 @@
 """Print the CloudWatch dashboard's layout from a synthesized template, offline.
 
-    .venv/bin/python scripts/render_dashboard.py cdk.out/OrdersSaga-dev.template.json
+    .venv/bin/python scripts/render_dashboard.py cdk.out/<stack>-dev.template.json
 
 The dashboard is built by cdk-monitoring-constructs (infra/monitoring.py); this reads its
 DashboardBody (tokens replaced by placeholders) and prints one line per dashboard row, each
@@ -15,6 +15,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from infra.service import this_service
 
 
 def _flatten(body: Any) -> str:
@@ -56,6 +58,4 @@ def render(template_path: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(
-        render(Path(sys.argv[1] if len(sys.argv) > 1 else "cdk.out/OrdersSaga-dev.template.json"))
-    )
+    print(render(Path(sys.argv[1]) if len(sys.argv) > 1 else this_service().template_path("dev")))

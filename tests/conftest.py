@@ -11,6 +11,8 @@ import socket
 
 import pytest
 
+from infra.service import this_service
+
 # Never reach a real account: dummy credentials, a fixed region, no profile.
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_name, None)
@@ -21,8 +23,12 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_REGION": "eu-west-1",
         "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_SERVICE_NAME": "orders-saga",
-        "POWERTOOLS_METRICS_NAMESPACE": "OrdersSaga",
+        "POWERTOOLS_SERVICE_NAME": this_service().name,
+        "POWERTOOLS_METRICS_NAMESPACE": this_service().metrics_namespace,
+        # moto serves the dev stage's account (service.yml), the one baked into the dev
+        # template's ARNs: the local stack needs it, and one account for the whole session keeps
+        # every test's resources in one place (moto's default is 123456789012).
+        "MOTO_ACCOUNT_ID": this_service().stage("dev").account,
         "IDEMPOTENCY_TABLE": "test-idempotency",
         # jsii (CDK) prints a banner per process on Node 20; the pinned toolchain supports it.
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",

@@ -21,6 +21,7 @@ from devstack.payment_provider import PaymentProvider
 from devstack.pgbouncer import LocalPgBouncer
 from devstack.postgres import LocalPostgres, PostgresSettings
 from devstack.template import CfnTemplate, QueueSpec
+from infra.service import this_service
 
 CDK_OUT = Path(__file__).resolve().parents[1] / "cdk.out"
 
@@ -150,9 +151,9 @@ class AwsResources:
 @pytest.fixture(scope="session")
 def dev_template() -> CfnTemplate:
     """The synthesized dev template: moto resources are built from it so they cannot drift."""
-    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
-        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
-    return CfnTemplate.load(str(CDK_OUT), "OrdersSaga-dev")
+    if not this_service().template_path("dev").exists():
+        pytest.fail("the dev template is missing: run `make synth` first")
+    return CfnTemplate.load(str(CDK_OUT), this_service().stack("dev"))
 
 
 def _queue_attributes(spec: QueueSpec, dlq_arn: str | None) -> Any:

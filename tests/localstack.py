@@ -22,6 +22,7 @@ import urllib3
 
 from devstack.lambda_runtime import LogRecord
 from devstack.stack import LocalStack
+from infra.service import this_service
 
 CDK_OUT = Path(__file__).resolve().parents[1] / "cdk.out"
 TERMINAL = {"CONFIRMED", "FAILED"}
@@ -121,8 +122,8 @@ def aws_call_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_stack(aws_call_log_dir: Path) -> Iterator[Running]:
-    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
-        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
+    if not this_service().template_path("dev").exists():
+        pytest.fail("the dev template is missing: run `make synth` first")
     logs = LogCapture()
     announcements: list[str] = []
     with LocalStack(

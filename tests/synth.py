@@ -18,6 +18,7 @@ from aws_cdk.assertions import Template
 
 from infra.app import build_app
 from infra.config import StageConfig, stage_config
+from infra.service import this_service
 
 STAGES = ("dev", "prod")
 
@@ -30,7 +31,7 @@ class Synthesized:  # frozen, but cached_property writes to __dict__ directly
 
     @property
     def template_path(self) -> Path:
-        return self.outdir / f"OrdersSaga-{self.config.name}.template.json"
+        return self.outdir / f"{this_service().stack(self.config.name)}.template.json"
 
     @cached_property
     def raw(self) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synthesiz
     for stage in STAGES:
         outdir = tmp_path_factory.mktemp(f"cdk-{stage}")
         assembly = build_app(stage, outdir=str(outdir)).synth()
-        stack = assembly.get_stack_by_name(f"OrdersSaga-{stage}")
+        stack = assembly.get_stack_by_name(this_service().stack(stage))
         result[stage] = Synthesized(
             config=stage_config(stage),
             template=Template.from_json(stack.template),

@@ -63,6 +63,9 @@ class DatabaseSettings:
     # application role (ALTER ROLE ... SET statement_timeout), the instance's parameter group
     # sets it for every other session.
     statement_timeout_ms: int
+    # PostgreSQL's application_name: the service name (service.yml, via the Powertools
+    # variable the stack sets), so operators and the chaos run can tell our sessions apart.
+    application_name: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def database_settings() -> DatabaseSettings:
         sslrootcert=ca_bundle_path(rootcert) if rootcert else None,
         connect_timeout_s=_int("DB_CONNECT_TIMEOUT_S", 3),
         statement_timeout_ms=_int("DB_STATEMENT_TIMEOUT_MS", 5000),
+        application_name=_required("POWERTOOLS_SERVICE_NAME"),
     )
 
 

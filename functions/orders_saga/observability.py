@@ -11,16 +11,18 @@ from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-SERVICE = "orders-saga"
-
-logger = Logger(service=SERVICE)
+# Service name and metrics namespace come from the environment the stack sets
+# (POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE: service.yml), never from a literal
+# here: a copy of this project with another namespace would otherwise emit into the old one,
+# and every one of its metric alarms would stay silent (issue 13).
+logger = Logger()
 # No auto-patching: Powertools would patch every library X-Ray supports, importing each one
 # (psycopg into the pre-traffic hook, botocore's client machinery into a database step) at
 # every cold start. Each handler names the libraries it calls instead (issue 12, F04).
 # PostgreSQL is not among them: the SDK's psycopg patch needs psycopg_pool, which we do not
 # use (auto-patching skipped it silently); database time shows as the step's own segment.
-tracer = Tracer(service=SERVICE, auto_patch=False)
-metrics = Metrics(namespace="OrdersSaga", service=SERVICE)
+tracer = Tracer(auto_patch=False)
+metrics = Metrics()
 # Issue 10, finding 5: every stage emits into the same namespace, so each business metric also
 # carries the stage (the stack sets STAGE): dev's metrics never trip prod's alarms. Read at
 # import with a default, so a module still imports with no environment set (smoke tests).

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import LocalStack
+from infra.service import this_service
 
 ROOT = Path(__file__).resolve().parents[2]
 CDK_OUT = ROOT / "cdk.out"
@@ -23,7 +24,7 @@ class ApiTarget:
 
 @pytest.fixture(scope="package")
 def api_target() -> Iterator[ApiTarget]:
-    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
-        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
+    if not this_service().template_path("dev").exists():
+        pytest.fail("the dev template is missing: run `make synth` first")
     with LocalStack(cdk_out=CDK_OUT, say=lambda _m: None) as stack:
         yield ApiTarget(base_url=stack.api_url, token=stack.customer_token("fuzzer@example.com"))

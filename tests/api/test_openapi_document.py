@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.openapi import IDEMPOTENCY_HEADER, openapi_document, render
+from infra.service import this_service
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "cdk.out" / "OrdersSaga-dev.template.json"
+TEMPLATE = this_service().template_path("dev", ROOT)
 # Annotations that do not change what a schema accepts.
 ANNOTATIONS = {"title", "description", "$schema", "examples"}
 

@@ -29,10 +29,11 @@ from psycopg import sql
 from devstack.lambda_runtime import FunctionPool, FunctionWorker
 from devstack.pgbouncer import show
 from devstack.stack import LocalStack
+from infra.service import this_service
 from tests.localstack import TERMINAL, Running
 
 # The functions' PostgreSQL application_name (orders_saga/adapters/database.py).
-APP_NAME = "orders-saga"
+APP_NAME = this_service().name
 
 
 # -- orders -------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_f03_every_saga_retrier_is_full_jitter_capped_and_bounded(
     off exponentially with full jitter under a cap, and retries at most 4 times.
 
     Fails if: `jitter_strategy=FULL` or `max_delay` is dropped from
-    OrdersSaga._add_jittered_retry, RetryBudget.max_attempts goes above 4 (with the config
+    OrderSaga._add_jittered_retry, RetryBudget.max_attempts goes above 4 (with the config
     guard relaxed), or `retry_on_service_exceptions=False` is removed (CDK then adds its own
     Lambda.* retrier without jitter or cap).
     """

@@ -49,6 +49,7 @@ from devstack.template import CfnTemplate, Physical, Resolver
 from infra.config import FUNCTION_NAMES
 from infra.deployments import NOT_CODEDEPLOYED
 from infra.permissions import ANY_FUNCTION, NOT_CALLED_BY_HANDLERS, justification
+from infra.service import this_service
 from tests.catalogue.templates import our_functions
 from tests.infra.conftest import Synthesized
 from tests.localstack import Running, new_key
@@ -593,6 +594,7 @@ def test_f20_an_iam_token_is_judged_as_rds_db_connect_for_its_user(
                 "amazon-root-cas.pem",
                 3,
                 5000,
+                "test",
             )
             IamTokenCredentials(settings).credentials(refresh=False)
     finally:
@@ -608,7 +610,7 @@ def test_f20_an_iam_token_is_judged_as_rds_db_connect_for_its_user(
 
 def granted_actions(stack: Synthesized) -> dict[str, set[tuple[str, str]]]:
     """Function -> (effect, action) of every statement on its role, resources unresolved."""
-    template = CfnTemplate(stack.raw, stack_name=f"OrdersSaga-{stack.config.name}")
+    template = CfnTemplate(stack.raw, stack_name=this_service().stack(stack.config.name))
     out: dict[str, set[tuple[str, str]]] = {}
     for name, (_, props) in our_functions(stack).items():
         role = template.referenced_id(props["Role"])

@@ -150,7 +150,7 @@ def test_resolver_reports_every_kind_of_dangling_reference(
         contain=(
             "functions/orders_saga/idempotency.py::no_such_symbol",
             "functions/orders_saga/no_such_file.py::idempotent",
-            "infra/stack.py::OrdersSagaStack.no_such_method",
+            "infra/stack.py::ServiceStack.no_such_method",
         ),
         prove=("tests/e2e/test_order_saga.py::test_that_does_not_exist",),
         alarms=("F01-no-such-alarm", "F02-intake-dlq-not-empty"),
@@ -173,7 +173,7 @@ def test_resolver_reports_every_kind_of_dangling_reference(
     expected_fragments = [
         "does not define 'no_such_symbol'",
         "no file functions/orders_saga/no_such_file.py",
-        "does not define 'OrdersSagaStack.no_such_method'",
+        "does not define 'ServiceStack.no_such_method'",
         "test_that_does_not_exist: not collected",
         "no alarm F01-no-such-alarm in the dev template",
         "no alarm F01-no-such-alarm in the prod template",

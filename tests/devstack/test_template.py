@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devstack.template import CfnTemplate, Resolver, TemplateError
+from infra.service import this_service
 from tests.devstack.mini_stack import ORDER_SCHEMA, template_body
 
 
@@ -118,10 +119,10 @@ def test_load_reads_the_region_from_the_cloud_assembly(tmp_path: Path) -> None:
 
 
 def test_the_synthesized_stack_when_present_maps_to_the_contract() -> None:
-    path = Path(__file__).resolve().parents[2] / "cdk.out" / "OrdersSaga-dev.template.json"
+    path = this_service().template_path("dev", Path(__file__).resolve().parents[2])
     if not path.is_file():
         pytest.skip("cdk.out not synthesized")
-    t = CfnTemplate.load(path.parent, "OrdersSaga-dev")
+    t = CfnTemplate.load(path.parent, this_service().stack("dev"))
     handlers = {f.handler for f in t.functions()}
     assert "orders_saga.handlers.intake.handler" in handlers
     (esm,) = t.event_source_mappings()

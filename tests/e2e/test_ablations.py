@@ -20,6 +20,7 @@ from devstack.chaos import ChaosSettings, HookedProvider, catalogue
 from devstack.compare import EVERYTHING_ROW, Outcome, Row, compare, rows
 from devstack.lambda_runtime import discard_logs
 from devstack.stack import LocalStack
+from infra.service import this_service
 from tests.catalogue.full_stack import accepted_message
 from tests.localstack import CDK_OUT
 
@@ -31,8 +32,8 @@ ROWS = {row.name: row for row in rows()}
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
-        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
+    if not this_service().template_path("dev").exists():
+        pytest.fail("the dev template is missing: run `make synth` first")
     announced: list[str] = []
     with LocalStack(
         cdk_out=CDK_OUT,

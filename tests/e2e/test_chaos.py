@@ -16,6 +16,7 @@ import pytest
 
 from devstack.call_recorder import CALL_LOG_DIR_ENV
 from devstack.chaos import ChaosSettings, run
+from infra.service import this_service
 from tests.localstack import CDK_OUT
 
 # Payment timeouts are left at 0 here: each one holds a TakePayment worker for the adapter's
@@ -50,8 +51,8 @@ def test_chaos_f01_f02_f09_f10_invariants_hold_under_injected_faults(
     responses, TakePayment killed after charging, DB connections dropped and hot SKUs, when
     they run through the whole local stack, then no order is lost, double-charged, oversold
     or left uncompensated, and every enabled fault was injected at least once."""
-    if not (CDK_OUT / "OrdersSaga-dev.template.json").exists():
-        pytest.fail("cdk.out/OrdersSaga-dev.template.json is missing: run `make synth` first")
+    if not this_service().template_path("dev").exists():
+        pytest.fail("the dev template is missing: run `make synth` first")
     # F20: the chaos stack records its functions' AWS calls where the session audit of
     # tests/catalogue/test_f20_least_privilege.py reads them (LocalStack takes the variable).
     monkeypatch.setenv(CALL_LOG_DIR_ENV, str(aws_call_log_dir))

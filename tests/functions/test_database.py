@@ -17,6 +17,7 @@ from psycopg import sql
 
 from devstack.pgbouncer import LocalPgBouncer
 from devstack.postgres import PostgresSettings
+from infra.service import this_service
 
 
 class CountingCredentials:
@@ -53,6 +54,7 @@ def make_database(
         sslrootcert=pg.sslrootcert,
         connect_timeout_s=3,
         statement_timeout_ms=5000,
+        application_name=this_service().name,
     )
     return Database(settings, creds)
 

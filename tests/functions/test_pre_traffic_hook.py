@@ -138,9 +138,9 @@ def hook_world(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ho
     ]["Arn"]
     lam = boto3.client("lambda")
     codedeploy = boto3.client("codedeploy")
-    codedeploy.create_application(applicationName="orders-saga", computePlatform="Lambda")
+    codedeploy.create_application(applicationName="deploy-app", computePlatform="Lambda")
     codedeploy.create_deployment_group(
-        applicationName="orders-saga",
+        applicationName="deploy-app",
         deploymentGroupName="group",
         serviceRoleArn=role,
         deploymentConfigName="CodeDeployDefault.LambdaAllAtOnce",
@@ -164,7 +164,7 @@ def hook_world(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ho
         target = lam.publish_version(FunctionName=function_name)["Version"]
         assert current != target
         deployment_id = codedeploy.create_deployment(
-            applicationName="orders-saga",
+            applicationName="deploy-app",
             deploymentGroupName="group",
             revision={
                 "revisionType": "AppSpecContent",

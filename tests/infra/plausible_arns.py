@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from infra.service import this_service
+
 REGION: Final = "eu-west-1"
 ACCOUNT: Final = "111111111111"
 
@@ -19,7 +21,7 @@ PSEUDO: Final[Mapping[str, Any]] = {
     "AWS::Region": REGION,
     "AWS::AccountId": ACCOUNT,
     "AWS::URLSuffix": "amazonaws.com",
-    "AWS::StackName": "OrdersSaga",
+    "AWS::StackName": this_service().stack_name,
     "AWS::NoValue": None,
 }
 

@@ -23,6 +23,7 @@ from infra.config import (
 )
 from infra.guardrails import TERMINAL_QUEUE_KEY, references
 from infra.monitoring import BUSINESS_METRICS, EMF_NAMESPACE
+from infra.service import this_service
 from tests.infra.conftest import Synthesized
 from tests.infra.test_stack_hardening import logical_id_of_function, our_functions, ref
 
@@ -72,7 +73,7 @@ def alarms(stack: Synthesized) -> dict[str, dict[str, Any]]:
         props = resource["Properties"]
         name = props["AlarmName"]
         assert isinstance(name, str), f"alarm name must be literal, got {name!r}"
-        assert name.startswith(f"orders-saga-{stack.config.name}-"), name
+        assert name.startswith(f"{stack.config.service}-{stack.config.name}-"), name
         contract = stack.config.contract_alarm_name(name)
         assert contract not in found, f"duplicate alarm name {name}"
         found[contract] = props
@@ -338,7 +339,8 @@ def test_alarm_topic_is_kms_encrypted_with_rotation_and_tls_only(
         # Both may publish to the topic and encrypt for its key, for this account only.
         for document in (statements, key["KeyPolicy"]["Statement"]):
             (grant,) = [s for s in document if s.get("Principal") == {"Service": service}]
-            assert grant["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+            account = this_service().stage(stage_stack.config.name).account
+            assert grant["Condition"]["StringEquals"] == {"aws:SourceAccount": account}
 
 
 def test_alarm_emails_come_from_the_stage_config(stage_stack: Synthesized) -> None:
@@ -355,7 +357,7 @@ def test_monthly_budget_notifies_the_topic(stage_stack: Synthesized) -> None:
     config = stage_stack.config
     (budget,) = stage_stack.resources("AWS::Budgets::Budget").values()
     props = budget["Properties"]
-    assert props["Budget"]["BudgetName"] == f"orders-saga-{config.name}-monthly"
+    assert props["Budget"]["BudgetName"] == f"{config.service}-{config.name}-monthly"
     assert props["Budget"]["BudgetType"] == "COST"
     assert props["Budget"]["TimeUnit"] == "MONTHLY"
     assert props["Budget"]["BudgetLimit"] == {"Amount": config.monthly_budget_usd, "Unit": "USD"}
@@ -371,7 +373,7 @@ def test_monthly_budget_notifies_the_topic(stage_stack: Synthesized) -> None:
 def test_dashboard_shows_alarms_business_metrics_and_the_proxy(stage_stack: Synthesized) -> None:
     (dashboard,) = stage_stack.resources("AWS::CloudWatch::Dashboard").values()
     props = dashboard["Properties"]
-    assert props["DashboardName"] == f"orders-saga-{stage_stack.config.name}"
+    assert props["DashboardName"] == f"{stage_stack.config.service}-{stage_stack.config.name}"
     body = repr(props["DashboardBody"])
     for metric in (*BUSINESS_METRICS, "ClientConnections", "DatabaseConnectionsBorrowLatency"):
         assert metric in body, metric

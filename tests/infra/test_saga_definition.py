@@ -33,7 +33,7 @@ from infra.saga import (
     COMPENSATION_STEPS,
     FORWARD_RESULT_PATHS,
     FORWARD_STEPS,
-    OrdersSaga,
+    OrderSaga,
 )
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
@@ -77,7 +77,7 @@ def build_saga_stack(config: StageConfig = CONFIG) -> SagaStack:
             stack, f"{name}Live", alias_name="live", version=fn.current_version
         )
     queue = sqs.Queue(stack, "NeedsAttention")
-    saga = OrdersSaga(stack, "Saga", config=config, steps=aliases, needs_attention_queue=queue)
+    saga = OrderSaga(stack, "Saga", config=config, steps=aliases, needs_attention_queue=queue)
 
     def logical_id(construct: Any) -> str:
         return str(stack.resolve(construct.node.default_child.logical_id))
@@ -348,7 +348,7 @@ def moto_saga(saga: SagaStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto
         ]
         sfn = boto3.client("stepfunctions", region_name=REGION)
         machine = sfn.create_state_machine(
-            name="orders-saga", definition=_render(definition_string, refs), roleArn=role
+            name="saga-under-test", definition=_render(definition_string, refs), roleArn=role
         )["stateMachineArn"]
 
         def run(order: dict[str, Json]) -> dict[str, Json]:

@@ -33,7 +33,7 @@ LOGICAL_NAME_BY_HANDLER = {handler: name for name, handler in HANDLERS.items()}
 
 
 def our_functions(stack: Synthesized) -> dict[str, dict[str, Any]]:
-    """Logical function name -> template resource, for the orders-saga functions."""
+    """Logical function name -> template resource, for the service's functions."""
     found = {}
     for resource in stack.resources("AWS::Lambda::Function").values():
         name = LOGICAL_NAME_BY_HANDLER.get(resource["Properties"].get("Handler"))

@@ -7,9 +7,12 @@ import json
 import boto3
 import pytest
 
+from infra.service import this_service
 from ops.cli import build_parser
 from tests.fixtures import AwsResources
 from tests.ops.conftest import Cli
+
+DEV_STACK = this_service().stack("dev")
 
 
 @pytest.mark.parametrize(
@@ -23,7 +26,7 @@ from tests.ops.conftest import Cli
         "intake pause",
         "intake resume",
         "intake status --peek",
-        "--stack OrdersSaga-dev --json intake status",
+        f"--stack {DEV_STACK} --json intake status",
     ],
 )
 def test_contract_commands_parse(command: str) -> None:
@@ -33,10 +36,10 @@ def test_contract_commands_parse(command: str) -> None:
 
 def test_global_options_work_after_the_subcommand_too() -> None:
     args = build_parser().parse_args(
-        ["--stack", "OrdersSaga-dev", "dlq", "inspect", "orders-dlq", "--json", "--region", "x"]
+        ["--stack", DEV_STACK, "dlq", "inspect", "orders-dlq", "--json", "--region", "x"]
     )
 
-    assert (args.stack, args.json, args.region) == ("OrdersSaga-dev", True, "x")
+    assert (args.stack, args.json, args.region) == (DEV_STACK, True, "x")
 
 
 def test_redrive_help_explains_max_and_idempotency(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,13 +76,13 @@ def test_resources_come_from_the_stack_outputs(aws: AwsResources) -> None:
         },
     }
     boto3.client("cloudformation").create_stack(
-        StackName="OrdersSaga-test", TemplateBody=json.dumps(template)
+        StackName="stack-under-test", TemplateBody=json.dumps(template)
     )
     cli = Cli(aws)
     cli.flags = {}
 
     # When
-    result = cli("--stack", "OrdersSaga-test", "--json", "dlq", "inspect", "orders-dlq")
+    result = cli("--stack", "stack-under-test", "--json", "dlq", "inspect", "orders-dlq")
 
     # Then
     assert result.code == 0, result.err

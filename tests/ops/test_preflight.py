@@ -24,6 +24,7 @@ from botocore.stub import Stubber
 
 import infra.config
 from infra.config import STAGES, StageConfig
+from infra.service import this_service
 from ops import preflight
 from ops.aws import AwsClients
 from ops.cli import main
@@ -37,15 +38,14 @@ from ops.preflight import (
     check_payment_secret,
     check_payment_url,
 )
-from tests.fixtures import CDK_OUT
 from tests.ops.conftest import REGION, CliResult, create_lambda_function
 from tests.runbooks.test_runbooks import Command, check_aws
 
-DEV_TEMPLATE = CDK_OUT / "OrdersSaga-dev.template.json"
+DEV_TEMPLATE = this_service().template_path("dev")
 BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 ACCOUNT = "123456789012"  # moto's default account
 PROD = STAGES["prod"]
-# prod with its placeholders replaced, as an operator would leave infra/config.py.
+# prod with its placeholders replaced, as an operator would leave service.yml.
 CONFIGURED_PROD = dataclasses.replace(
     PROD,
     alarm_emails=("orders-oncall@shop.acme.io",),
@@ -287,14 +287,14 @@ def test_payment_key_still_generated_after_deploy_fails(clients: AwsClients) -> 
     assert f"aws secretsmanager put-secret-value --secret-id {arn}" in (check.action or "")
 
 
-# -- 5./6. Placeholders in infra/config.py -----------------------------------------------------
+# -- 5./6. Placeholders in service.yml --------------------------------------------------------
 
 
 def test_prod_alarm_email_placeholder_fails() -> None:
     check = check_alarm_emails(PROD)
     assert check.status == "FAIL"
-    assert "orders-oncall@example.com" in check.detail
-    assert "set alarm_emails in infra/config.py" in (check.action or "")
+    assert PROD.alarm_emails[0] in check.detail
+    assert "set prod_alarm_email in service.yml" in (check.action or "")
 
 
 def test_stage_without_alarm_email_fails() -> None:
@@ -350,12 +350,12 @@ def test_every_aws_command_a_fail_line_prints_is_a_real_operation(
 def test_default_template_is_where_make_synth_writes_each_stage(tmp_path: Path) -> None:
     for directory, stage in (("cdk.out", "dev"), ("cdk.out.prod", "prod")):
         (tmp_path / directory).mkdir()
-        (tmp_path / directory / f"OrdersSaga-{stage}.template.json").write_text("{}")
+        (tmp_path / directory / f"{this_service().stack(stage)}.template.json").write_text("{}")
     assert preflight.default_template("prod", tmp_path) == (
-        tmp_path / "cdk.out.prod" / "OrdersSaga-prod.template.json"
+        this_service().template_path("prod", tmp_path)
     )
     assert preflight.default_template("dev", tmp_path) == (
-        tmp_path / "cdk.out" / "OrdersSaga-dev.template.json"
+        this_service().template_path("dev", tmp_path)
     )
 
 
@@ -370,7 +370,7 @@ def run_cli(clients: AwsClients, *argv: str) -> CliResult:
 
 @pytest.fixture
 def ready_account(clients: AwsClients, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
-    """An account prepared as the README says, and infra/config.py without placeholders."""
+    """An account prepared as the README says, and service.yml without placeholders."""
     put_bootstrap_version(30)
     set_apigateway_role(create_role=True)
     stub_operation(
@@ -418,7 +418,7 @@ def test_preflight_json_lists_every_check_and_the_failures(
         "alarm-emails",
         "payment-api-url",
     ]
-    assert report["stack"] == "OrdersSaga-prod"
+    assert report["stack"] == this_service().stack("prod")
 
 
 def test_preflight_without_a_template_exits_2_and_says_synth(

@@ -43,13 +43,14 @@ from botocore.model import ListShape, OperationModel, ServiceModel, Shape
 
 from infra.catalogue import CATALOGUE, RUNBOOK_BASE_URL, failure
 from infra.config import FUNCTION_NAMES
+from infra.service import this_service
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 RUNBOOKS: Final = ROOT / "runbooks"
 INDEX: Final = RUNBOOKS / "README.md"
 TEMPLATES: Final = {
-    "dev": ROOT / "cdk.out" / "OrdersSaga-dev.template.json",
-    "prod": ROOT / "cdk.out.prod" / "OrdersSaga-prod.template.json",
+    "dev": this_service().template_path("dev", ROOT),
+    "prod": this_service().template_path("prod", ROOT),
 }
 ALARM_TYPES: Final = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm"})
 # Rows without an alarm, with the reason (the runbook says so and gives the synth-time check).
@@ -70,7 +71,7 @@ REDIRECTIONS: Final = frozenset({">", ">>", "<", "2>", "2>&1", "&>"})
 # Values orders-ops receives for placeholders (it validates some of them).
 SAMPLES: Final = {
     "order_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-    "dlq-url": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-saga-sample-dlq",
+    "dlq-url": "https://sqs.eu-west-1.amazonaws.com/123456789012/sample-dlq",
 }
 SAMPLE_DEFAULT: Final = "sample"
 

@@ -91,7 +91,7 @@ class Database:
             "sslmode": self._settings.sslmode,
             # No "options" (e.g. -c statement_timeout): RDS Proxy refuses any startup option.
             # The F07 bound is on the role (Migrate) and in the instance's parameter group.
-            "application_name": "orders-saga",
+            "application_name": self._settings.application_name,
         }
         if self._settings.sslrootcert is not None:
             # A shipped bundle (Amazon roots for the proxy, the RDS CAs for the instance):
