@@ -23,11 +23,15 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 ERROR_TEMPLATE = (
     '{"message": $context.error.messageString, "reason": "$context.error.validationErrorString"}'
 )
+# The DEFAULT_ types cover every other gateway answer (throttled, too large, missing route,
+# WAF, integration failures): one error shape for every refusal, the function's included.
 ERROR_RESPONSES = (
     apigw.ResponseType.BAD_REQUEST_BODY,
     apigw.ResponseType.BAD_REQUEST_PARAMETERS,
     apigw.ResponseType.UNAUTHORIZED,
     apigw.ResponseType.ACCESS_DENIED,
+    apigw.ResponseType.DEFAULT_4_XX,
+    apigw.ResponseType.DEFAULT_5_XX,
 )
 # F13: one JSON line per request; requestId and the caller's sub correlate with the function's
 # logs, the X-Ray trace id with the trace.
@@ -120,7 +124,7 @@ class Api(Construct):
         self.rest_api = apigw.RestApi(
             self,
             "RestApi",
-            description=f"orders-saga API ({config.name})",
+            description=f"{config.service} API ({config.name})",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             # The account-wide API Gateway logging role is not this stack's to own.
             cloud_watch_role=False,
@@ -200,7 +204,7 @@ class Api(Construct):
         # F05: the quota and throttle per client; the stage throttle above is the hard bound.
         self.usage_plan = self.rest_api.add_usage_plan(
             "UsagePlan",
-            description=f"orders-saga {config.name} clients",
+            description=f"{config.service} {config.name} clients",
             throttle=apigw.ThrottleSettings(
                 rate_limit=throttle.throttle_rate_limit,
                 burst_limit=throttle.throttle_burst_limit,
@@ -245,7 +249,7 @@ class Api(Construct):
             "WebAcl",
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=_visibility("orders-saga-api"),
+            visibility_config=_visibility(f"{config.service}-api"),
             rules=[
                 rate_limit,
                 managed("AWSManagedRulesCommonRuleSet", 1),

@@ -196,7 +196,7 @@ def test_a_customer_cannot_read_another_customers_order(running: Running) -> Non
 
     assert mine == 200
     assert theirs == 404
-    assert body == {"message": "Order not found"}
+    assert body == {"message": "Order not found", "reason": ""}
 
 
 def api_invocations(running: Running) -> int:

@@ -38,9 +38,9 @@ _key_adapter: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
 def _error(status: HTTPStatus, message: str, reason: Any = None, **headers: str) -> Response[str]:
-    body: dict[str, Any] = {"message": message}
-    if reason is not None:
-        body["reason"] = reason
+    # One error shape with the gateway's own answers (infra/api.py ERROR_TEMPLATE): both keys
+    # always, "reason" empty when there is nothing to add (a gateway template cannot omit it).
+    body: dict[str, Any] = {"message": message, "reason": "" if reason is None else reason}
     return Response(
         status_code=status.value,
         content_type="application/json",
@@ -83,7 +83,8 @@ def post_order() -> Response[str]:
         return _error(
             HTTPStatus.BAD_REQUEST,
             "Invalid request body",
-            error.errors(include_url=False, include_context=False),
+            # Without the offending values: never echo a client's data back (issue 13).
+            error.errors(include_url=False, include_context=False, include_input=False),
         )
     try:
         accepted = place_order.accept(customer_id, key, request)
