@@ -32,6 +32,8 @@ DIFFERENCES: Final[Mapping[str, str]] = MappingProxyType(
         "delay instead of the queue's visibility timeout",
         "moto-throughput-shortcuts": "moto is made faster without changing its answers",
         "dynamodb-own-process": "DynamoDB is served by a second moto server in its own process",
+        "sqs-message-move-tasks": "SQS message move tasks (DLQ redrive), which moto lacks, are "
+        "served by the local stack; each message goes back to the DLQ's one source queue",
         "tracing-off": "Powertools Tracer off in the workers (chaos run default)",
         "ablation": "a containment switched off on purpose (chaos --without, make compare) to "
         "show the failure it contains",

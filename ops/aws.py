@@ -7,12 +7,15 @@ attempts with botocore's jittered "standard" retries, and no call can hang a ter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from ops.local_map import DEFAULT_ENDPOINT, LocalStackMap
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -32,14 +35,39 @@ CLIENT_CONFIG = Config(
 class AwsClients:
     """One boto3 session; one client per service, created on first use."""
 
-    def __init__(self, *, region: str | None = None, endpoint_url: str | None = None) -> None:
-        self._session = boto3.session.Session(region_name=region)
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        service_endpoints: Mapping[str, str] | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        key_id, secret = credentials or (None, None)
+        self._session = boto3.session.Session(
+            region_name=region, aws_access_key_id=key_id, aws_secret_access_key=secret
+        )
         # None lets boto3 fall back to AWS_ENDPOINT_URL (the local stack and the tests).
         self._endpoint_url = endpoint_url
+        # boto3 service name -> endpoint: the local stack serves DynamoDB on its own port.
+        self._service_endpoints = dict(service_endpoints or {})
+
+    @classmethod
+    def for_local_stack(cls, local: LocalStackMap, *, region: str | None = None) -> AwsClients:
+        """Clients for the local stack of a resource map (ops/local_map.py)."""
+        return cls(
+            region=region or local.region,
+            endpoint_url=local.endpoint_for(DEFAULT_ENDPOINT),
+            service_endpoints=local.endpoints,
+            credentials=(local.access_key_id, local.secret_access_key),
+        )
+
+    def endpoint_for(self, service: str) -> str | None:
+        return self._service_endpoints.get(service, self._endpoint_url)
 
     def _client(self, service: str) -> Any:
         return self._session.client(  # type: ignore[call-overload]
-            service, endpoint_url=self._endpoint_url, config=CLIENT_CONFIG
+            service, endpoint_url=self.endpoint_for(service), config=CLIENT_CONFIG
         )
 
     @property

@@ -173,7 +173,10 @@ def redrive(
     max_messages: int | None,
     rate: int | None,
     sleep: Callable[[float], None] = time.sleep,
+    endpoint_url: str | None = None,
 ) -> Report:
+    """``endpoint_url``: the SQS endpoint when it is not AWS's (the local stack), for the
+    follow-up commands the report prints."""
     if queue.is_needs_attention:
         return refusal(
             "the needs-attention queue has no source queue: its messages are failed "
@@ -194,14 +197,22 @@ def redrive(
             queue=queue.label,
         )
     if max_messages is None:
-        return _start_move_task(sqs, queue, arn=arn, sources=sources, rate=rate)
+        return _start_move_task(
+            sqs, queue, arn=arn, sources=sources, rate=rate, endpoint_url=endpoint_url
+        )
     return _move_bounded(
         sqs, queue, sources=sources, max_messages=max_messages, rate=rate, sleep=sleep
     )
 
 
 def _start_move_task(
-    sqs: SQSClient, queue: QueueRef, *, arn: str, sources: list[str], rate: int | None
+    sqs: SQSClient,
+    queue: QueueRef,
+    *,
+    arn: str,
+    sources: list[str],
+    rate: int | None,
+    endpoint_url: str | None,
 ) -> Report:
     # No DestinationArn: SQS returns each message to the queue it was dead-lettered from.
     if rate is None:
@@ -209,6 +220,7 @@ def _start_move_task(
     else:
         response = sqs.start_message_move_task(SourceArn=arn, MaxNumberOfMessagesPerSecond=rate)
     handle = response["TaskHandle"]
+    endpoint = f" --endpoint-url {endpoint_url}" if endpoint_url else ""
     data = {
         "queue": queue.label,
         "source_arn": arn,
@@ -227,8 +239,8 @@ def _start_move_task(
                     ("task handle", handle),
                 ]
             ),
-            f"progress: aws sqs list-message-move-tasks --source-arn {arn}",
-            f"stop:     aws sqs cancel-message-move-task --task-handle {handle}",
+            f"progress: aws sqs list-message-move-tasks --source-arn {arn}{endpoint}",
+            f"stop:     aws sqs cancel-message-move-task --task-handle {handle}{endpoint}",
         ]
     )
     return Report(data, text)

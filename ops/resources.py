@@ -1,8 +1,9 @@
 """Find the stack's resources: explicit options first, then the stack's CloudFormation outputs.
 
 The output keys are the ones ``infra/stack.py`` (``_add_outputs``) declares. Outputs are read
-once, and only when a command needs a resource that was not given explicitly, so the local
-stack and the tests need no CloudFormation at all.
+once, and only when a command needs a resource that was not given explicitly, so the tests
+need no CloudFormation at all. A running local stack publishes its outputs under the same
+keys in its resource map (``ops/local_map.py``), which stand in for ``describe_stacks``.
 """
 
 from __future__ import annotations
@@ -38,29 +39,40 @@ class Resources:
     """Resolves each resource kind to a physical id, or says exactly how to provide it."""
 
     def __init__(
-        self, clients: AwsClients, *, stack: str | None, explicit: Mapping[str, str | None]
+        self,
+        clients: AwsClients,
+        *,
+        stack: str | None,
+        explicit: Mapping[str, str | None],
+        local_outputs: Mapping[str, str] | None = None,
+        local_source: str = "the local stack map",
     ) -> None:
         self._clients = clients
         self._stack = stack
         # Keyed by output key, so a flag and the stack output name the same thing.
         self._explicit = {key: value for key, value in explicit.items() if value}
-        self._outputs: dict[str, str] | None = None
+        # A running local stack's outputs (ops/local_map.py): read like a stack's, no call.
+        self._outputs: dict[str, str] | None = (
+            None if local_outputs is None else dict(local_outputs)
+        )
+        self._local_source = local_source if local_outputs is not None else None
 
     def get(self, kind: ResourceKind) -> str:
         found = self.find(kind)
         if found is None:
-            where = (
-                f"stack {self._stack} has no output {kind.output_key}"
-                if self._stack
-                else f"no --stack to read the {kind.output_key} output from"
-            )
+            if self._local_source is not None:
+                where = f"{self._local_source} has no output {kind.output_key}"
+            elif self._stack:
+                where = f"stack {self._stack} has no output {kind.output_key}"
+            else:
+                where = f"no --stack to read the {kind.output_key} output from"
             raise UsageError(f"{kind.label} unknown: pass {kind.flag} ({where})")
         return found
 
     def find(self, kind: ResourceKind) -> str | None:
         if kind.output_key in self._explicit:
             return self._explicit[kind.output_key]
-        if self._stack is None:
+        if self._stack is None and self._outputs is None:
             return None
         return self._stack_outputs().get(kind.output_key)
 

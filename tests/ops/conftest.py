@@ -15,6 +15,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import boto3
@@ -41,11 +42,17 @@ class CliResult:
         return json.loads(self.out)
 
 
+# Where these tests look for a running local stack's map: nowhere (a developer's `make serve`
+# must not answer them).
+NO_LOCAL_MAP = Path(__file__).resolve().parent / "no-local-stack-map.json"
+
+
 class Cli:
     """Runs ``main`` in-process with the resource flags of the test's moto resources."""
 
-    def __init__(self, aws: AwsResources) -> None:
+    def __init__(self, aws: AwsResources, *, local_map: Path = NO_LOCAL_MAP) -> None:
         self.aws = aws
+        self.local_map = local_map
         # AWS_ENDPOINT_URL (tests/conftest.py) points these clients at the moto server.
         self.clients = AwsClients(region=REGION)
         self.flags: dict[str, str] = {
@@ -57,7 +64,9 @@ class Cli:
     def __call__(self, *argv: str) -> CliResult:
         out, err = io.StringIO(), io.StringIO()
         flags = [part for pair in self.flags.items() for part in pair]
-        code = main([*flags, *argv], clients=self.clients, out=out, err=err)
+        code = main(
+            [*flags, *argv], clients=self.clients, out=out, err=err, local_map=self.local_map
+        )
         return CliResult(code, out.getvalue(), err.getvalue())
 
 
