@@ -63,8 +63,10 @@ lint: bootstrap
 cfn-lint: synth
 	$(VENV)/cfn-lint -- cdk.out/*.template.json cdk.out.prod/*.template.json
 
+# PYTEST_ARGS narrows the run (tests/template/test_copy.py runs the copy's own checks this way).
+PYTEST_ARGS ?=
 test: lint cfn-lint
-	$(OFFLINE) $(VENV)/python -m pytest
+	$(OFFLINE) $(VENV)/python -m pytest $(PYTEST_ARGS)
 
 # Reads the target account with YOUR credentials (AWS_PROFILE, AWS_REGION): deliberately not
 # $(OFFLINE). The synth before it stays offline; it only provides the bootstrap requirement.

@@ -255,6 +255,9 @@ def deploy_world(running: Running, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     # The hook runs here, in-process, against the local stack's moto (its clients read
     # AWS_ENDPOINT_URL when they are built); a new version's cold start may take a while.
     monkeypatch.setenv("AWS_ENDPOINT_URL", resources.endpoint_url)
+    # ... in the stack's region (service.yml's dev region, not necessarily the suite's).
+    monkeypatch.setenv("AWS_REGION", resources.region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", resources.region)
     monkeypatch.setenv("AWS_READ_TIMEOUT_S", "60")
     reset_function_caches()
     runtime = VersionRuntime(
