@@ -564,12 +564,7 @@ def _link_tree(source: Path, target: Path, keep: Callable[[Path], bool]) -> None
         relative = path.relative_to(source)
         if not keep(relative):
             continue
-        destination = target / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, destination)
-        except OSError:
-            shutil.copy2(path, destination)
+        lambda_image.link_or_copy(path, target / relative)
 
 
 def _layer_with(layer: Path, drop: set[str], add: Path, add_names: set[str]) -> LayerWith:

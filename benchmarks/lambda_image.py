@@ -53,6 +53,15 @@ def native_layer() -> Path:
     return build_layer(platforms=platforms) / "python"
 
 
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Stage ``source`` at ``destination``: a hard link where the file system allows one."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def runtime_standin(build_dir: Path = BUILD_DIR) -> Path:
     """A directory holding only boto3, botocore and s3transfer, as /var/runtime provides them.
 
@@ -73,11 +82,7 @@ def runtime_standin(build_dir: Path = BUILD_DIR) -> Path:
                     continue
                 source = Path(str(dist.locate_file(file)))
                 destination = staging / file
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(source, destination)
-                except OSError:
-                    shutil.copy2(source, destination)
+                link_or_copy(source, destination)
         # The runtime ships bytecode too; without it every probe would compile botocore.
         compile_unchecked(staging)
         try:

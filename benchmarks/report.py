@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import cost
+from infra.config import SAGA_STEPS
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS_FILE: Final = REPO_ROOT / "docs" / "performance.json"
@@ -194,17 +195,7 @@ def render_readme_block(results: Mapping[str, Any]) -> str:
 BEFORE_ISSUE_12: Final = {
     "Api": "2.03",
     "Intake": "1.90",
-    **{
-        step: "1.92-2.09 (all steps)"
-        for step in (
-            "ReserveInventory",
-            "TakePayment",
-            "ConfirmOrder",
-            "RefundPayment",
-            "ReleaseInventory",
-            "MarkOrderFailed",
-        )
-    },
+    **{step: "1.92-2.09 (all steps)" for step in SAGA_STEPS},
     "PreTrafficHook": "1.55",
 }
 

@@ -48,9 +48,11 @@ if TYPE_CHECKING:
     from devstack.template import CfnTemplate, Physical
 
 CALL_LOG_DIR_ENV: Final = "DEVSTACK_CALL_LOG_DIR"
-ACCOUNT_ENV: Final = "DEVSTACK_ACCOUNT_ID"  # the account the local AWS serves (the template's)
 """Set for a worker: record into this directory. Set for ``LocalStack``: the default of its
 ``call_log_dir`` (each run gets a subdirectory)."""
+ACCOUNT_ENV: Final = "DEVSTACK_ACCOUNT_ID"
+"""Set for a recording worker: the account the local AWS serves (the template's), for the ARNs
+the recorder derives."""
 RESOURCES_FILE: Final = "resources.json"
 CALLS_SUFFIX: Final = ".calls.jsonl"
 DEFAULT_ACCOUNT_ID: Final = "123456789012"  # moto's, as devstack.template.LOCAL_ACCOUNT_ID

@@ -31,6 +31,7 @@ from benchmarks.cost import (
     total,
 )
 from infra.config import stage_config
+from infra.functions import HANDLERS
 from tests.synth import Synthesized
 
 STEPS = {
@@ -42,16 +43,6 @@ STEPS = {
     "RefundPayment": 512,
     "ReleaseInventory": 512,
     "MarkOrderFailed": 512,
-}
-MODULES = {
-    "Api": "api",
-    "Intake": "intake",
-    "ReserveInventory": "reserve_inventory",
-    "TakePayment": "take_payment",
-    "ConfirmOrder": "confirm_order",
-    "RefundPayment": "refund_payment",
-    "ReleaseInventory": "release_inventory",
-    "MarkOrderFailed": "mark_order_failed",
 }
 
 
@@ -66,7 +57,7 @@ def small_template() -> dict[str, Any]:
         resources[f"{name}Function"] = {
             "Type": "AWS::Lambda::Function",
             "Properties": {
-                "Handler": f"orders_saga.handlers.{MODULES[name]}.handler",
+                "Handler": HANDLERS[name],
                 "MemorySize": memory,
                 "Architectures": ["arm64"],
                 "Environment": {"Variables": {"POWERTOOLS_LOG_LEVEL": "INFO"}},
